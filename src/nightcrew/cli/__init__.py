@@ -1,0 +1,107 @@
+"""The ``nightcrew`` command: a thin layer over the same functions the library exposes.
+
+Each command module defines ``commands``, a Typer merged into `app`. Errors nightcrew
+raises on purpose (and database and usage errors) are turned into one ``error: ...``
+line on stderr by `main`, in one place, so no command can leak a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, NoReturn
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from nightcrew.cli.common import CliState, print_error
+from nightcrew.errors import NightcrewError
+
+# Command modules, one import per module; each is merged into `app` below.
+from nightcrew.cli import db  # isort: skip
+from nightcrew.cli import tasks  # isort: skip
+from nightcrew.cli import worker  # isort: skip
+from nightcrew.cli import demo  # isort: skip
+
+COMMAND_MODULES = (db, tasks, worker, demo)
+
+app = typer.Typer(
+    name="nightcrew",
+    help="Durable, database-backed maintenance tasks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Database URL (postgresql://... or sqlite:///...); "
+            "default: NIGHTCREW_DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    processor_modules: Annotated[
+        str | None,
+        typer.Option(
+            "--processor-modules",
+            help="Comma-separated modules processors may come from; "
+            "default: NIGHTCREW_PROCESSOR_MODULES.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = CliState(database_url=database_url, processor_modules=processor_modules)
+
+
+for _module in COMMAND_MODULES:
+    app.add_typer(_module.commands)
+
+
+def _database_message(exc: SQLAlchemyError) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    message = f"database error: {detail[0] if detail else type(exc).__name__}"
+    lowered = message.lower()
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        message += " (run 'nightcrew db upgrade' to create the schema)"
+    return message
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the CLI and exit: 0 on success, 2 for a usage error, 1 for any other error.
+
+    Typer runs in non-standalone mode so that its usage errors reach this function
+    instead of being drawn as a multi-line panel.
+    """
+    code: int
+    try:
+        result = app(
+            args=list(argv) if argv is not None else None,
+            prog_name="nightcrew",
+            standalone_mode=False,
+        )
+        code = result if isinstance(result, int) else 0
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # Typer's own check: the class is not public. Its message is the help text.
+            typer.echo(exc.format_message(), err=True)
+        else:
+            print_error(exc.format_message())
+        code = exc.exit_code
+    except typer.Abort:
+        print_error("aborted")
+        code = 1
+    except NightcrewError as exc:
+        print_error(str(exc) or type(exc).__name__)
+        code = 1
+    except SQLAlchemyError as exc:
+        print_error(_database_message(exc))
+        code = 1
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        code = 130
+    raise SystemExit(code)

@@ -1,0 +1,261 @@
+"""Running one claimed task: context, progress, timeout, and the outcome it leads to.
+
+The worker decides *when* a task runs; this module decides *how* one run goes and what
+status it ends in. Nothing here touches the database: progress is recorded in the run's
+context and flushed by the worker in batches, and the outcome is returned as a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import logging
+import time
+import traceback
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from nightcrew.errors import FailTask, NightcrewError, RetryTask
+from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, utcnow
+from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
+from nightcrew.retry import backoff_seconds
+from nightcrew.store.tasks import ClaimedTask, Outcome
+
+log = logging.getLogger("nightcrew.execution")
+S = MaintenanceTaskStatus
+
+#: Minimum seconds between two progress writes of one task (the last value always lands).
+PROGRESS_INTERVAL = 0.25
+
+
+class TaskTimedOut(NightcrewError):
+    """The task ran past its ``timeout``; it was cancelled (a sync one keeps its thread)."""
+
+
+class StopReason:
+    """Why the worker cancelled a run; decides the status the task ends in."""
+
+    CANCEL = "cancel requested"
+    SHUTDOWN = "worker shutting down"
+    LEASE_LOST = "lease lost"
+
+
+@dataclass(eq=False)
+class RunContext:
+    """The state of one running task, shared by the processor, the worker and its loops.
+
+    Written from the processor (possibly in a thread) and read by the worker's loops; each
+    field is replaced whole, which is atomic under the GIL.
+    """
+
+    claimed: ClaimedTask
+    started: float = field(default_factory=time.monotonic)
+    progress: tuple[float, str | None] | None = None
+    progress_dirty: bool = False
+    stop_reason: str | None = None
+
+    @property
+    def task_id(self) -> int:
+        return self.claimed.id
+
+
+_current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("nightcrew_run")
+
+
+def _context(fn: str) -> RunContext:
+    try:
+        return _current.get()
+    except LookupError:
+        raise NightcrewError(f"{fn}() called outside a running nightcrew task") from None
+
+
+class _Done:
+    """An already finished awaitable: ``await report_progress(...)`` and a bare call both work."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+
+_DONE = _Done()
+
+
+def report_progress(percent: float, message: str | None = None) -> _Done:
+    """Record the running task's progress (0-100) and an optional message.
+
+    Usable as ``await report_progress(50, "half")`` in async processors and as a plain call
+    in sync ones (they run in a thread that inherits the context). The worker writes the
+    latest value at most every `PROGRESS_INTERVAL` seconds per task, so calling this in a
+    tight loop costs nothing but an assignment.
+    """
+    ctx = _context("report_progress")
+    pct = float(percent)
+    if not 0.0 <= pct <= 100.0:
+        raise ValueError(f"progress must be between 0 and 100, got {percent}")
+    ctx.progress = (pct, None if message is None else str(message)[:1000])
+    ctx.progress_dirty = True
+    return _DONE
+
+
+def is_cancel_requested() -> bool:
+    """True once an operator asked to cancel this task (or the worker is stopping it).
+
+    Long processors check this between steps to stop cleanly; they are also cancelled at
+    their next ``await`` regardless.
+    """
+    return _context("is_cancel_requested").stop_reason is not None
+
+
+def current_task_id() -> int:
+    return _context("current_task_id").task_id
+
+
+def current_attempt() -> int:
+    """The 1-based number of the attempt now running."""
+    return _context("current_attempt").claimed.attempt
+
+
+_new_task = MaintenanceTask.__mapper__.class_manager.new_instance
+_configured = False
+
+
+def _task_object(claimed: ClaimedTask, now: datetime) -> MaintenanceTask:
+    """The processor's view of its task: a detached `MaintenanceTask` as if loaded.
+
+    Filling ``__dict__`` is how the ORM itself populates loaded rows; going through
+    ``__init__`` instead would fire an attribute event per column, per task, and cost
+    more than running a no-op processor.
+    """
+    global _configured
+    if not _configured:  # instrumentation is set up on first use of the ORM; do it once
+        MaintenanceTask.registry.configure()
+        _configured = True
+    task: MaintenanceTask = _new_task()
+    task.__dict__.update(
+        id=claimed.id,
+        status=S.WORKING,
+        processor_type=claimed.processor_type,
+        processor_json=claimed.processor_json,
+        queue=claimed.queue,
+        priority=claimed.priority,
+        delay=claimed.delay,
+        start_at=claimed.start_at,
+        attempts=claimed.attempt,
+        max_attempts=claimed.max_attempts,
+        timeout=claimed.timeout,
+        unique_key=claimed.unique_key,
+        started_at=now,
+        created_at=claimed.created_at,
+    )
+    return task
+
+
+def _error_of(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(exc)) if with_traceback else None
+    return {"type": type(exc).__qualname__, "message": str(exc), "traceback": tb}
+
+
+@dataclass(frozen=True, slots=True)
+class Executor:
+    """Runs claimed tasks with one loader and one set of limits."""
+
+    loader: ProcessorLoader
+    max_info_bytes: int
+
+    async def run(self, ctx: RunContext) -> Outcome:
+        """Run one task to an outcome; never raises (a bug here must not kill the worker)."""
+        claimed = ctx.claimed
+        try:
+            processor = self.loader.load(claimed.processor_type, claimed.processor_json)
+        except NightcrewError as exc:
+            # Not retryable: the row itself is bad (not allowlisted, invalid config).
+            return self._fail(ctx, exc, retry=False, with_traceback=False)
+        token = _current.set(ctx)
+        try:
+            result = await self._call(processor, claimed, ctx)
+        except asyncio.CancelledError:
+            return self.stopped(ctx)
+        except TaskTimedOut as exc:
+            return self._fail(ctx, exc, retry=True, with_traceback=False)
+        except RetryTask as exc:
+            return self._fail(ctx, exc, retry=True, delay=exc.delay, with_traceback=False)
+        except FailTask as exc:
+            return self._fail(ctx, exc, retry=False)
+        except Exception as exc:
+            return self._fail(ctx, exc, retry=True)
+        finally:
+            _current.reset(token)
+        return self._completed(ctx, result)
+
+    async def _call(
+        self, processor: MaintenanceTaskProcessor, claimed: ClaimedTask, ctx: RunContext
+    ) -> Any:
+        task = _task_object(claimed, utcnow())
+        call = processor.__call__
+        # to_thread copies the context, so report_progress works in a sync processor too.
+        is_async = inspect.iscoroutinefunction(call)
+        coro = call(task) if is_async else asyncio.to_thread(call, task)
+        if claimed.timeout is None:
+            return await coro
+        deadline = asyncio.timeout(claimed.timeout)
+        try:
+            async with deadline:
+                return await coro
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise TaskTimedOut(f"timed out after {claimed.timeout:g} seconds") from exc
+            raise
+
+    def _completed(self, ctx: RunContext, result: Any) -> Outcome:
+        if result is not None and not isinstance(result, dict):
+            result = {"result": result}
+        try:
+            size = len(json.dumps(result).encode())
+        except (TypeError, ValueError) as exc:
+            bad = TypeError(f"processor returned a value that is not JSON: {exc}")
+            return self._fail(ctx, bad, retry=False, with_traceback=False)
+        if size > self.max_info_bytes:
+            big = ValueError(f"info is {size} bytes, more than the limit of {self.max_info_bytes}")
+            return self._fail(ctx, big, retry=False, with_traceback=False)
+        return Outcome(ctx.task_id, ctx.claimed.attempt, S.COMPLETED, result)
+
+    def stopped(self, ctx: RunContext) -> Outcome:
+        """The outcome of a run the worker cancelled, by the reason it gave."""
+        claimed = ctx.claimed
+        if ctx.stop_reason == StopReason.CANCEL:
+            info = {"cancelled": True, "error": "cancelled while running"}
+            return Outcome(ctx.task_id, claimed.attempt, S.CANCELLED, info)
+        # Shutdown (or anything else that stopped us): hand the task back without spending
+        # the attempt, so another worker takes it at once.
+        info = {"error": f"interrupted: {ctx.stop_reason or 'cancelled'}", "interrupted": True}
+        return Outcome(ctx.task_id, claimed.attempt, S.PENDING, info, None, utcnow(), False)
+
+    def _fail(
+        self,
+        ctx: RunContext,
+        exc: BaseException,
+        *,
+        retry: bool,
+        delay: float | None = None,
+        with_traceback: bool = True,
+    ) -> Outcome:
+        claimed = ctx.claimed
+        error = _error_of(exc, with_traceback)
+        info: dict[str, Any] = {"error": str(exc), "error_type": error["type"]}
+        if retry and claimed.attempt < claimed.max_attempts:
+            if delay is None:
+                cls = self.loader.resolve_or_none(claimed.processor_type)
+                base = cls.backoff_base if cls else 2.0
+                cap = cls.backoff_max if cls else 600.0
+                delay = backoff_seconds(claimed.attempt, base=base, cap=cap)
+            start_at = utcnow() + timedelta(seconds=max(0.0, delay))
+            info["retry_at"] = start_at.isoformat()
+            info["attempt"] = claimed.attempt
+            return Outcome(ctx.task_id, claimed.attempt, S.PENDING, info, error, start_at)
+        return Outcome(ctx.task_id, claimed.attempt, S.ERROR, info, error)

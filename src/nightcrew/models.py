@@ -1,0 +1,214 @@
+"""The task table as an SQLAlchemy 2 model, and the status enum.
+
+The ORM class serves people (the origin's contract: ``get_processor()``,
+``set_processor()``, attribute access); the engine itself works on the same table through
+Core statements in ``nightcrew.store``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base owning nightcrew's metadata, kept apart from the host app's."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, UTC in the database, on every dialect.
+
+    SQLite has no timezone type, so values are stored as naive UTC text there and made
+    aware again on the way out; naive input is refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: nightcrew only accepts aware datetimes")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class MaintenanceTaskStatus(enum.StrEnum):
+    """The origin's five statuses plus CANCELLED."""
+
+    INACTIVE = "INACTIVE"
+    PENDING = "PENDING"
+    WORKING = "WORKING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {MaintenanceTaskStatus.COMPLETED, MaintenanceTaskStatus.ERROR, MaintenanceTaskStatus.CANCELLED}
+)
+OPEN_STATUSES = frozenset(set(MaintenanceTaskStatus) - FINAL_STATUSES)
+_OPEN_SQL = ", ".join(f"'{s.value}'" for s in sorted(OPEN_STATUSES))
+_ALL_SQL = ", ".join(f"'{s.value}'" for s in MaintenanceTaskStatus)
+
+
+class StatusType(TypeDecorator[MaintenanceTaskStatus]):
+    """A short string column that reads back as the enum (no native enum: cheap to extend)."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else MaintenanceTaskStatus(value).value
+
+    def process_result_value(
+        self, value: str | None, dialect: Dialect
+    ) -> MaintenanceTaskStatus | None:
+        return None if value is None else MaintenanceTaskStatus(value)
+
+
+
+CLAIMABLE = "status = 'PENDING' AND waiting_on = 0"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MaintenanceTask(Base):
+    """One unit of background work: a processor's class path, its configuration and outcome."""
+
+    __tablename__ = "maintenance_tasks"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    status: Mapped[MaintenanceTaskStatus] = mapped_column(
+        StatusType, default=MaintenanceTaskStatus.PENDING
+    )
+    processor_type: Mapped[str] = mapped_column(String(255))
+    processor_json: Mapped[str] = mapped_column(Text, default="{}")
+    queue: Mapped[str] = mapped_column(String(64), default="default")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    delay: Mapped[int] = mapped_column(Integer, default=0)
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    unique_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    waiting_on: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        CheckConstraint("waiting_on >= 0", name="waiting_on"),
+        # The claim query walks one of these: only claimable rows are in them, so their
+        # size follows the backlog, not the history kept in the table. The first serves
+        # workers of named queues, the second workers of all queues (a leading queue
+        # column would force a sort of the whole backlog on every claim there).
+        Index(
+            "ix_maintenance_tasks_claimable",
+            "queue",
+            text("priority DESC"),
+            "id",
+            postgresql_where=text(CLAIMABLE),
+            sqlite_where=text(CLAIMABLE),
+        ),
+        Index(
+            "ix_maintenance_tasks_claimable_any",
+            text("priority DESC"),
+            "id",
+            postgresql_where=text(CLAIMABLE),
+            sqlite_where=text(CLAIMABLE),
+        ),
+        # Listing by status and recency (CLI, API, upkeep's pruning).
+        Index("ix_maintenance_tasks_status_updated", "status", "updated_at"),
+        # Lease rescue scans only in-flight rows.
+        Index(
+            "ix_maintenance_tasks_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'WORKING'"),
+            sqlite_where=text("status = 'WORKING'"),
+        ),
+        # At most one open task per unique key, enforced by the database itself.
+        Index(
+            "uq_maintenance_tasks_unique_key_open",
+            "unique_key",
+            unique=True,
+            postgresql_where=text(f"unique_key IS NOT NULL AND status IN ({_OPEN_SQL})"),
+            sqlite_where=text(f"unique_key IS NOT NULL AND status IN ({_OPEN_SQL})"),
+        ),
+    )
+
+    def get_processor(self, loader: ProcessorLoader | None = None) -> MaintenanceTaskProcessor:
+        """Rebuild the processor from its stored class path and JSON, through the allowlist."""
+        from nightcrew.processors import default_loader
+
+        return (loader or default_loader()).load(self.processor_type, self.processor_json)
+
+    def set_processor(self, processor: MaintenanceTaskProcessor) -> None:
+        """Store the processor's fully qualified class name and its JSON configuration."""
+        self.processor_type = processor.class_path()
+        self.processor_json = processor.model_dump_json()
+
+    def __repr__(self) -> str:
+        return f"<MaintenanceTask id={self.id} {self.status} {self.processor_type}>"
