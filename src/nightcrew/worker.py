@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -91,6 +92,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
         self.listening = False
+        self._listen_connected = False
         self.listener_pid: int | None = None
         self.processed = 0
 
@@ -146,24 +148,42 @@ class Worker:
         # Claim in batches when busy; at once when idle (latency matters then).
         return 1 if not self._running else max(1, self.concurrency // 4)
 
-    def _claims(self, free: int) -> list[tuple[list[str] | None, int]]:
-        """Which queues to claim from and how many: one claim unless queues have limits."""
-        if not self.queue_limits:
-            return [(self.queues, min(free, CLAIM_BATCH))]
+    def _busy_by_queue(self) -> dict[str, int]:
         busy: dict[str, int] = {}
         for running in self._running.values():
             q = running.ctx.claimed.queue
             busy[q] = busy.get(q, 0) + 1
-        claims: list[tuple[list[str] | None, int]] = []
+        return busy
+
+    async def _claim_all(self, free: int) -> tuple[int, int]:
+        """Claim up to ``free`` tasks; returns (asked, got).
+
+        Without per-queue limits this is one statement. With them, each limited queue is
+        claimed up to its own headroom first, and whatever slots they leave unused (they
+        may have nothing due) go to the worker's other queues in one more statement.
+        """
+        if not self.queue_limits:
+            n = min(free, CLAIM_BATCH)
+            return n, await self._claim(self.queues, n)
+        asked = got = 0
+        busy = self._busy_by_queue()
         for queue, limit in self.queue_limits.items():
-            n = min(free, limit - busy.get(queue, 0), CLAIM_BATCH)
+            n = min(free - got, limit - busy.get(queue, 0), CLAIM_BATCH)
             if n > 0:
-                claims.append(([queue], n))
-                free -= n
-        unlimited = [q for q in (self.queues or []) if q not in self.queue_limits]
-        if free > 0 and unlimited:
-            claims.append((unlimited, min(free, CLAIM_BATCH)))
-        return claims
+                asked += n
+                got += await self._claim([queue], n)
+        n = min(free - got, CLAIM_BATCH)
+        if n > 0:
+            limited = list(self.queue_limits)
+            if self.queues is None:
+                asked += n
+                got += await self._claim(None, n, exclude=limited)
+            else:
+                others = [q for q in self.queues if q not in self.queue_limits]
+                if others:
+                    asked += n
+                    got += await self._claim(others, n)
+        return asked, got
 
     async def _claim_loop(self, until_idle: bool) -> None:
         while not self._stopping:
@@ -172,9 +192,7 @@ class Worker:
             got = asked = 0
             if free >= self._claim_threshold():
                 try:
-                    for queues, n in self._claims(free):
-                        asked += n
-                        got += await self._claim(queues, n)
+                    asked, got = await self._claim_all(free)
                 except Exception:
                     log.exception("claim failed; retrying after the poll interval")
                     await asyncio.sleep(self.settings.poll_interval)
@@ -193,10 +211,13 @@ class Worker:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    async def _claim(self, queues: list[str] | None, n: int) -> int:
+    async def _claim(
+        self, queues: list[str] | None, n: int, *, exclude: Sequence[str] = ()
+    ) -> int:
         stmt = st.claim_statement(
             self.database.dialect,
             queues=queues,
+            exclude_queues=exclude,
             limit=n,
             token=self.id,
             now=utcnow(),
@@ -247,6 +268,8 @@ class Worker:
             self._record(ctx, self.executor.stopped(ctx))
 
     def _record(self, ctx: RunContext, outcome: Outcome) -> None:
+        if ctx.progress is not None:
+            outcome = dataclasses.replace(outcome, progress=ctx.progress)
         self._unflushed[ctx.task_id] = outcome
         if len(self._unflushed) >= FLUSH_BATCH or not self._flush_needed.is_set():
             self._flush_needed.set()
@@ -436,38 +459,42 @@ class Worker:
     # ---------------------------------------------------------------- PostgreSQL wake-ups
 
     async def _listen_loop(self) -> None:
-        """Keep a LISTEN connection; reconnect with backoff; polling covers the gaps."""
+        """Keep a LISTEN connection; reconnect with backoff; polling covers the gaps.
+
+        The backoff grows while connecting keeps failing and starts small again once a
+        connection has been established, so a later, single drop is repaired quickly.
+        """
         delay = 0.1
         while True:
+            self._listen_connected = False
             try:
-                await postgres.listen(self.database.url, self._on_notify, self._on_listening)
+                await postgres.listen(self.database.url, self._on_notice, self._on_listening)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("listen connection lost (%s); reconnecting", exc)
             self.listening = False
+            if self._listen_connected:
+                delay = 0.1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
     def _on_listening(self, backend_pid: int) -> None:
         self.listening = True
+        self._listen_connected = True
         self.listener_pid = backend_pid
         self._wake.set()  # catch up on anything enqueued while we were not listening
 
-    def _on_notify(self, payload: str) -> None:
-        kind, _, rest = payload.partition(":")
-        if kind == "task":
-            queue, _, due = rest.partition(":")
-            if self.queues is None or queue in self.queues:
-                if due:
-                    self._wake_at(float(due))
+    def _on_notice(self, notice: postgres.Notice) -> None:
+        if notice.kind == "task":
+            if self.queues is None or notice.queue in self.queues:
+                if notice.due is not None:
+                    self._wake_at(notice.due)
                 else:
                     self._wake.set()
-        elif kind == "cancel":
-            with contextlib.suppress(ValueError):
-                task_id = int(rest)
-                if task_id in self._running:
-                    self._stop_task(task_id, StopReason.CANCEL)
+        elif notice.kind == "cancel" and notice.task_id in self._running:
+            assert notice.task_id is not None
+            self._stop_task(notice.task_id, StopReason.CANCEL)
 
     # ---------------------------------------------------------------- shutdown
 

@@ -29,7 +29,6 @@ from nightcrew import (
 from nightcrew.store import Database, Store, operations
 from nightcrew.worker import Worker
 from tests.conftest import PG_ADMIN_URL, ROOT, Backend
-from tests.integration.test_worker_runs import task_ids_apart_from_other_tests  # noqa: F401
 from tests.processors import Echo, RecordRun, Sleep
 
 S = MaintenanceTaskStatus

@@ -263,6 +263,36 @@ def test_bulk_options_apply_to_every_task(database: Database, settings: Settings
     }
 
 
+def test_without_a_database_the_settings_database_url_is_used(
+    database: Database, settings: Settings
+) -> None:
+    task = create_maintenance_task(Echo(value=5), settings=settings)
+    (bulk_id,) = create_maintenance_tasks([Echo(value=6)], settings=settings)
+
+    assert read_task(database, task.id).processor_json == Echo(value=5).model_dump_json()
+    assert read_task(database, bulk_id).processor_json == Echo(value=6).model_dump_json()
+
+
+async def test_without_a_database_the_async_twins_use_the_settings_database_url(
+    database: Database, settings: Settings
+) -> None:
+    task = await acreate_maintenance_task(Echo(value=7), settings=settings)
+    (bulk_id,) = await acreate_maintenance_tasks([Echo(value=8)], settings=settings)
+
+    assert read_task(database, task.id).processor_json == Echo(value=7).model_dump_json()
+    assert read_task(database, bulk_id).processor_json == Echo(value=8).model_dump_json()
+
+
+def test_a_database_failure_is_raised_as_a_nightcrew_database_error(
+    tmp_path: Any, settings: Settings
+) -> None:
+    from nightcrew import DatabaseError
+
+    no_tables = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(DatabaseError, match="maintenance_tasks"):
+        create_maintenance_task(Echo(value=9), database=no_tables, settings=settings)
+
+
 def test_bulk_enqueue_of_nothing_returns_no_ids(database: Database, settings: Settings) -> None:
     assert create_maintenance_tasks([], database=database, settings=settings) == []
 

@@ -27,7 +27,6 @@ from tests.integration.test_worker_runs import (
     run_until_idle,
     running_worker,
     start_ids_at,
-    task_ids_apart_from_other_tests,  # noqa: F401 - an autouse fixture
     wait_for_status,
     wait_until,
 )
@@ -206,11 +205,6 @@ async def test_progress_reported_from_a_sync_processor_is_written(
     assert row.progress_message == "from a thread"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: progress reported less than a flush interval before the task ends "
-    "is dropped (only running tasks' progress is flushed; finish does not carry it)",
-)
 async def test_progress_reported_just_before_failing_is_kept(
     backend: Backend, database: Database, adatabase: Database
 ) -> None:
@@ -227,11 +221,6 @@ async def test_progress_reported_just_before_failing_is_kept(
     assert (row.progress, row.progress_message) == (80.0, "last words")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: progress reported less than a flush interval before the task ends "
-    "is dropped (only running tasks' progress is flushed; finish does not carry it)",
-)
 async def test_progress_message_reported_just_before_completing_is_kept(
     backend: Backend, database: Database, adatabase: Database
 ) -> None:
@@ -373,11 +362,6 @@ async def test_per_queue_limit_caps_tasks_of_that_queue_only(
     assert {(await get_task(adatabase, i)).status for i in ids} == {S.COMPLETED}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Worker._claims reserves each limited queue's whole limit out of the "
-    "free slots even when it has no due task, so other queues get only what is left",
-)
 async def test_slots_a_limited_queue_leaves_unused_serve_the_other_queues(
     backend: Backend, database: Database, adatabase: Database
 ) -> None:
@@ -399,11 +383,6 @@ async def test_slots_a_limited_queue_leaves_unused_serve_the_other_queues(
     assert TRACKED_MAX[group] == 4  # no reports task: all four slots are free for mail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: with queue_limits and queues=None (all queues), Worker._claims "
-    "claims only from the limited queues: tasks of every other queue never run",
-)
 async def test_a_worker_of_all_queues_with_a_queue_limit_still_runs_the_other_queues(
     backend: Backend, database: Database, adatabase: Database
 ) -> None:
@@ -636,11 +615,6 @@ def other_schema(backend: Backend) -> Iterator[Database]:
     _drop_pg(schema)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the NOTIFY channel and its 'cancel:<id>' payload are not scoped to "
-    "the schema, so a cancel in one install stops the task with the same id in another",
-)
 async def test_a_cancel_in_another_schema_does_not_stop_a_task_with_the_same_id(
     backend: Backend,
     database: Database,

@@ -16,7 +16,6 @@ from tests.integration.test_worker_runs import (
     get_task,
     run_until_idle,
     running_worker,
-    task_ids_apart_from_other_tests,  # noqa: F401 - an autouse fixture
     wait_for_status,
 )
 from tests.processors import (

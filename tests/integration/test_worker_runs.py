@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -48,24 +47,9 @@ SOON = 30.0
 
 def start_ids_at(database: Database, last_id: int) -> None:
     """PostgreSQL: the next task created gets ``last_id + 1``."""
-    stmt = text("SELECT setval(pg_get_serial_sequence('maintenance_tasks', 'id'), :n)")
+    stmt = text("SELECT setval(pg_get_serial_sequence('maintenance_tasks', 'id'), :n, false)")
     with database.sync_engine.begin() as conn:
-        conn.execute(stmt, {"n": last_id})
-
-
-@pytest.fixture(autouse=True)
-def task_ids_apart_from_other_tests(backend: Backend) -> None:
-    """On PostgreSQL, give this test's tasks ids no parallel test uses.
-
-    Every schema of the test database shares one NOTIFY channel and a cancel names its task
-    by id only, so a cancel in a parallel test would stop this test's task with the same
-    id (a product bug, see `test_a_cancel_in_another_schema_does_not_stop_a_task_with_the_
-    same_id`). Modules that import this fixture get it too.
-    """
-    if backend.is_postgres:
-        database = Database(backend.url)
-        start_ids_at(database, random.randrange(10**9, 10**12, 1000))
-        database.dispose()
+        conn.execute(stmt, {"n": last_id + 1})
 
 
 async def get_task(database: Database, task_id: int) -> Any:
@@ -479,15 +463,7 @@ async def test_worker_keeps_running_tasks_after_rows_it_refuses(
     "queue",
     [
         "default",
-        pytest.param(
-            "jobs:eu",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="product bug: Worker._on_notify splits the 'task:<queue>:<due>' payload "
-                "at the first ':', so a queue name containing ':' is misread (no wake-up for "
-                "a worker of that queue; a worker of all queues drops its LISTEN connection)",
-            ),
-        ),
+        "jobs:eu",
     ],
 )
 async def test_an_idle_postgresql_worker_is_woken_by_an_enqueue_without_polling(

@@ -6,15 +6,31 @@ sync or async code alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import CursorResult, Executable
+from sqlalchemy.exc import DBAPIError
 
+from nightcrew.errors import DatabaseError
 from nightcrew.store.database import Database, dialect_of, normalize_url
 from nightcrew.store.plans import Plan, arun, run
 
 R = TypeVar("R")
+
+
+@contextmanager
+def _driver_errors(database: Database) -> Iterator[None]:
+    """Turn a driver failure into `DatabaseError` (the original stays as ``__cause__``),
+    so callers of the public API need to catch only nightcrew's own exceptions."""
+    try:
+        yield
+    except DBAPIError as exc:
+        cause = exc.orig if exc.orig is not None else exc
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        shown = database.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"database error on {shown}: {reason}") from exc
 
 
 class Store:
@@ -34,20 +50,22 @@ class Store:
         PostgreSQL makes atomic by itself: it then runs in autocommit, saving the
         BEGIN and COMMIT round trips.
         """
-        if single_statement and self.database.is_postgres:
-            with self.database.sync_engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with _driver_errors(self.database):
+            if single_statement and self.database.is_postgres:
+                with self.database.sync_engine.connect() as conn:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return run(conn, plan)
+            with self.database.sync_engine.begin() as conn:
                 return run(conn, plan)
-        with self.database.sync_engine.begin() as conn:
-            return run(conn, plan)
 
     async def arun(self, plan: Plan[R], *, single_statement: bool = False) -> R:
-        if single_statement and self.database.is_postgres:
-            async with self.database.async_engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        with _driver_errors(self.database):
+            if single_statement and self.database.is_postgres:
+                async with self.database.async_engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await arun(conn, plan)
+            async with self.database.async_engine.begin() as conn:
                 return await arun(conn, plan)
-        async with self.database.async_engine.begin() as conn:
-            return await arun(conn, plan)
 
     async def aexecute(self, stmt: Executable, params: Any = None) -> CursorResult[Any]:
         """One statement in its own transaction, with as few round trips as the dialect allows.

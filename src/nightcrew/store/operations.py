@@ -19,7 +19,7 @@ def _notify(dialect: str, due: dict[str, datetime]) -> Plan[None]:
     """Wake workers of each queue; the payload says when its earliest new task is due."""
     if dialect == "postgresql":
         for queue, start_at in sorted(due.items()):
-            yield st.notify_statement(f"task:{queue}:{start_at.timestamp():.6f}"), None
+            yield st.notify_task_statement(queue, start_at), None
 
 
 def _earliest(rows: Sequence[Any]) -> dict[str, datetime]:
@@ -41,8 +41,8 @@ def insert_tasks(dialect: str, rows: Sequence[dict[str, Any]]) -> Plan[list[int]
     ids: list[int | None] = [None] * len(rows)
     plain = [i for i, r in enumerate(rows) if r.get("unique_key") is None]
     if plain and dialect == "postgresql":
-        params = postgres.bulk_insert_params([rows[i] for i in plain])
-        result = yield postgres.bulk_insert_statement(), params
+        stmt, params = postgres.bulk_insert([rows[i] for i in plain])
+        result = yield stmt, params
         for i, new_id in zip(plain, sorted(result.scalars()), strict=True):
             ids[i] = new_id
     elif plain:
@@ -110,7 +110,7 @@ def cancel(dialect: str, task_id: int, now: datetime) -> Plan[Any]:
             raise InvalidTransition(f"task {task_id} is already {row.status}")
         result = yield st.request_cancel_statement(task_id, now), None
         if result.first() is not None and dialect == "postgresql":
-            yield st.notify_statement(f"cancel:{task_id}"), None
+            yield st.notify_cancel_statement(task_id), None
     return (yield from get_task(task_id))
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     Update,
     and_,
     bindparam,
@@ -123,6 +124,9 @@ class Outcome:
     error: dict[str, Any] | None = None
     start_at: datetime | None = None
     attempt_counted: bool = True
+    #: The last progress the run reported, written with the outcome so a value reported
+    #: just before the end is not lost between two progress flushes.
+    progress: tuple[float, str | None] | None = None
 
 
 # ---------------------------------------------------------------- creation
@@ -153,11 +157,8 @@ def insert_one_statement(dialect: str) -> Insert:
     """
     stmt = insert(T).returning(*T.c)
     if dialect == "postgresql":
-        payload = (
-            literal("task:")
-            + c.queue
-            + literal(":")
-            + sql_cast(func.extract("epoch", c.start_at), String)
+        payload = postgres.payload(
+            "task", q=c.queue, d=func.extract("epoch", c.start_at)
         )
         stmt = stmt.returning(
             case((_is(S.PENDING), func.pg_notify(postgres.CHANNEL, payload))).label("notified")
@@ -165,8 +166,20 @@ def insert_one_statement(dialect: str) -> Insert:
     return stmt
 
 
-def notify_statement(payload: str) -> Any:
-    """PostgreSQL only: delivered at commit, so a rolled back enqueue wakes nobody."""
+def notify_task_statement(queue: str, due: datetime) -> Any:
+    """PostgreSQL only: wake the workers of ``queue`` for a task due at ``due``.
+
+    Delivered at commit, so a rolled back enqueue wakes nobody.
+    """
+    payload = postgres.payload(
+        "task", q=sql_cast(literal(queue), Text), d=sql_cast(literal(due.timestamp()), Float)
+    )
+    return select(func.pg_notify(postgres.CHANNEL, payload))
+
+
+def notify_cancel_statement(task_id: int) -> Any:
+    """PostgreSQL only: tell the worker running ``task_id`` to stop it now."""
+    payload = postgres.payload("cancel", id=sql_cast(literal(task_id), BigInteger))
     return select(func.pg_notify(postgres.CHANNEL, payload))
 
 
@@ -283,6 +296,7 @@ def claim_statement(
     dialect: str,
     *,
     queues: Sequence[str] | None,
+    exclude_queues: Sequence[str] = (),
     limit: int,
     token: str,
     now: datetime,
@@ -302,6 +316,8 @@ def claim_statement(
     )
     if queues:
         pick = pick.where(c.queue.in_(list(queues)) if len(queues) > 1 else c.queue == queues[0])
+    if exclude_queues:
+        pick = pick.where(c.queue.not_in(list(exclude_queues)))
     if dialect == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     return (
@@ -347,11 +363,24 @@ def _outcomes_source(dialect: str) -> Any:
                 column("start_at", DateTime(timezone=True)),
                 column("finished_at", DateTime(timezone=True)),
                 column("refund", Integer),
+                column("progress", Float),
+                column("message", String),
             )
             .render_derived(name="outcome", with_types=True)
         )
     each = func.json_each(payload).table_valued("value").alias("j")
-    fields = ("id", "attempt", "status", "info", "error", "start_at", "finished_at", "refund")
+    fields = (
+        "id",
+        "attempt",
+        "status",
+        "info",
+        "error",
+        "start_at",
+        "finished_at",
+        "refund",
+        "progress",
+        "message",
+    )
     return select(
         *(func.json_extract(each.c.value, f"$.{name}").label(name) for name in fields)
     ).subquery("outcome")
@@ -400,7 +429,10 @@ def finish_statement(dialect: str) -> Update:
             lease_expires_at=None,
             progress=case(
                 (v.c.status == literal_column(f"'{S.COMPLETED.value}'"), literal(100.0, Float)),
-                else_=c.progress,
+                else_=func.coalesce(v.c.progress, c.progress),
+            ),
+            progress_message=case(
+                (v.c.progress.is_not(None), v.c.message), else_=c.progress_message
             ),
             cancel_requested_at=case(
                 (v.c.status == literal_column(f"'{S.PENDING.value}'"), None),
@@ -428,6 +460,8 @@ def finish_params(
             "start_at": _stamp(dialect, o.start_at),
             "finished_at": None if o.status == S.PENDING else finished,
             "refund": 0 if o.attempt_counted else 1,
+            "progress": o.progress[0] if o.progress else None,
+            "message": o.progress[1] if o.progress else None,
         }
         for o in outcomes
     ]
