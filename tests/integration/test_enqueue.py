@@ -137,6 +137,18 @@ def test_processor_class_defaults_apply_when_options_are_not_given(
     assert read_task(database, task.id).max_attempts == Retrying.max_attempts == 3
 
 
+def test_bulk_enqueue_of_mixed_processors_keeps_each_class_defaults_and_order(
+    database: Database, settings: Settings
+) -> None:
+    processors = [Echo(value=1), Retrying(), Echo(value=2), Retrying(), Echo(label='é\\"x')]
+    ids = create_maintenance_tasks(processors, database=database, settings=settings)
+
+    rows = [read_task(database, i) for i in ids]
+    loader = loader_for(settings)
+    assert [loader.load(r.processor_type, r.processor_json) for r in rows] == processors
+    assert [r.max_attempts for r in rows] == [1, 3, 1, 3, 1]
+
+
 async def test_the_async_twin_creates_a_task(adatabase: Database, settings: Settings) -> None:
     task = await acreate_maintenance_task(Echo(value=3), database=adatabase, settings=settings)
     assert task.status is S.PENDING

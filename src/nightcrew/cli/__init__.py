@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from nightcrew.cli.common import CliState, print_error
 from nightcrew.errors import NightcrewError
+from nightcrew.store import describe_database_error
 
 # Command modules, one import per module; each is merged into `app` below.
 from nightcrew.cli import db  # isort: skip
@@ -62,15 +63,6 @@ for _module in COMMAND_MODULES:
     app.add_typer(_module.commands)
 
 
-def _database_message(exc: SQLAlchemyError) -> str:
-    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    message = f"database error: {detail[0] if detail else type(exc).__name__}"
-    lowered = message.lower()
-    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
-        message += " (run 'nightcrew db upgrade' to create the schema)"
-    return message
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the CLI and exit: 0 on success, 2 for a usage error, 1 for any other error.
 
@@ -99,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         print_error(str(exc) or type(exc).__name__)
         code = 1
     except SQLAlchemyError as exc:
-        print_error(_database_message(exc))
+        print_error(describe_database_error(exc))
         code = 1
     except KeyboardInterrupt:
         print_error("interrupted")

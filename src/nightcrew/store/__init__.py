@@ -20,17 +20,24 @@ from nightcrew.store.plans import Plan, arun, run
 R = TypeVar("R")
 
 
+def describe_database_error(exc: BaseException) -> str:
+    """One line saying what the driver reported, with the fix when it is a known one."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    message = f"database error: {detail[0] if detail else type(exc).__name__}"
+    lowered = message.lower()
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        message += " (run 'nightcrew db upgrade' to create the schema)"
+    return message
+
+
 @contextmanager
-def _driver_errors(database: Database) -> Iterator[None]:
+def _driver_errors() -> Iterator[None]:
     """Turn a driver failure into `DatabaseError` (the original stays as ``__cause__``),
     so callers of the public API need to catch only nightcrew's own exceptions."""
     try:
         yield
     except DBAPIError as exc:
-        cause = exc.orig if exc.orig is not None else exc
-        reason = " ".join(str(cause).split()) or type(cause).__name__
-        shown = database.url.render_as_string(hide_password=True)
-        raise DatabaseError(f"database error on {shown}: {reason}") from exc
+        raise DatabaseError(describe_database_error(exc)) from exc
 
 
 class Store:
@@ -50,7 +57,7 @@ class Store:
         PostgreSQL makes atomic by itself: it then runs in autocommit, saving the
         BEGIN and COMMIT round trips.
         """
-        with _driver_errors(self.database):
+        with _driver_errors():
             if single_statement and self.database.is_postgres:
                 with self.database.sync_engine.connect() as conn:
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -59,7 +66,7 @@ class Store:
                 return run(conn, plan)
 
     async def arun(self, plan: Plan[R], *, single_statement: bool = False) -> R:
-        with _driver_errors(self.database):
+        with _driver_errors():
             if single_statement and self.database.is_postgres:
                 async with self.database.async_engine.connect() as conn:
                     conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -89,4 +96,12 @@ class Store:
                 await conn.execute(stmt, params)
 
 
-__all__ = ["Database", "Store", "arun", "dialect_of", "normalize_url", "run"]
+__all__ = [
+    "Database",
+    "Store",
+    "arun",
+    "describe_database_error",
+    "dialect_of",
+    "normalize_url",
+    "run",
+]

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import BigInteger, Engine, Text, TextualSelect, func, literal_column, text
@@ -104,17 +105,23 @@ def bulk_insert(rows: Sequence[dict[str, Any]]) -> tuple[TextualSelect, dict[str
     varying = [
         name
         for name in _BULK_COLUMNS
-        if name == "processor_json" or any(r[name] != first[name] for r in rows)
+        if name == "processor_json" or len(set(map(itemgetter(name), rows))) > 1
     ]
     params: dict[str, Any] = {}
     exprs = []
     for name, sql_type in _BULK_COLUMNS.items():
-        if name in varying:
-            exprs.append(f"CAST(e.v->>{varying.index(name)} AS {sql_type})")
-        else:
+        if name not in varying:
             params[name] = _json_value(first[name])
             exprs.append(f"CAST(:{name} AS {sql_type})")
-    params["rows"] = json.dumps([[_json_value(r[name]) for name in varying] for r in rows])
+        elif len(varying) == 1:  # a flat array of values
+            exprs.append(f"CAST(e.v #>> '{{}}' AS {sql_type})")
+        else:  # an array of arrays
+            exprs.append(f"CAST(e.v->>{varying.index(name)} AS {sql_type})")
+    if any(isinstance(first[name], datetime | enum.Enum) for name in varying):
+        data: list[Any] = [[_json_value(r[name]) for name in varying] for r in rows]
+    else:
+        data = list(map(itemgetter(*varying), rows))
+    params["rows"] = json.dumps(data)
     sql = (
         f"INSERT INTO {MaintenanceTask.__tablename__} ({', '.join(_BULK_COLUMNS)}) "
         f"SELECT {', '.join(exprs)} "
