@@ -143,11 +143,8 @@ def _rows(
     return build_rows(processors, options, loader, utcnow())
 
 
-_COLUMNS = frozenset(MaintenanceTask.__table__.columns.keys())
-
-
 def _to_task(row: Any) -> MaintenanceTask:
-    return MaintenanceTask(**{k: v for k, v in row._mapping.items() if k in _COLUMNS})
+    return MaintenanceTask.detached(row._mapping)
 
 
 def _sync_execute(

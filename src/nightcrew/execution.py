@@ -121,39 +121,26 @@ def current_attempt() -> int:
     return _context("current_attempt").claimed.attempt
 
 
-_new_task = MaintenanceTask.__mapper__.class_manager.new_instance
-_configured = False
-
-
 def _task_object(claimed: ClaimedTask, now: datetime) -> MaintenanceTask:
-    """The processor's view of its task: a detached `MaintenanceTask` as if loaded.
-
-    Filling ``__dict__`` is how the ORM itself populates loaded rows; going through
-    ``__init__`` instead would fire an attribute event per column, per task, and cost
-    more than running a no-op processor.
-    """
-    global _configured
-    if not _configured:  # instrumentation is set up on first use of the ORM; do it once
-        MaintenanceTask.registry.configure()
-        _configured = True
-    task: MaintenanceTask = _new_task()
-    task.__dict__.update(
-        id=claimed.id,
-        status=S.WORKING,
-        processor_type=claimed.processor_type,
-        processor_json=claimed.processor_json,
-        queue=claimed.queue,
-        priority=claimed.priority,
-        delay=claimed.delay,
-        start_at=claimed.start_at,
-        attempts=claimed.attempt,
-        max_attempts=claimed.max_attempts,
-        timeout=claimed.timeout,
-        unique_key=claimed.unique_key,
-        started_at=now,
-        created_at=claimed.created_at,
+    """The processor's view of its task: a detached `MaintenanceTask` as if loaded."""
+    return MaintenanceTask.detached(
+        {
+            "id": claimed.id,
+            "status": S.WORKING,
+            "processor_type": claimed.processor_type,
+            "processor_json": claimed.processor_json,
+            "queue": claimed.queue,
+            "priority": claimed.priority,
+            "delay": claimed.delay,
+            "start_at": claimed.start_at,
+            "attempts": claimed.attempt,
+            "max_attempts": claimed.max_attempts,
+            "timeout": claimed.timeout,
+            "unique_key": claimed.unique_key,
+            "started_at": now,
+            "created_at": claimed.created_at,
+        }
     )
-    return task
 
 
 def _error_of(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:

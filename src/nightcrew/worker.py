@@ -214,7 +214,7 @@ class Worker:
     async def _claim(
         self, queues: list[str] | None, n: int, *, exclude: Sequence[str] = ()
     ) -> int:
-        stmt = st.claim_statement(
+        stmt, params = st.claim(
             self.database.dialect,
             queues=queues,
             exclude_queues=exclude,
@@ -223,7 +223,7 @@ class Worker:
             now=utcnow(),
             lease_seconds=self.lease_seconds,
         )
-        result = await self.store.aexecute(stmt)
+        result = await self.store.aexecute(stmt, params)
         claimed = st.claimed_from_rows(result.all())
         for task in claimed:
             self._start(task)

@@ -48,11 +48,8 @@ def _claim(store: Store, token: str = "test-token") -> None:
     """Put every due task in WORKING, as a worker's claim would, without running a worker."""
 
     def plan() -> Plan[None]:
-        yield (
-            st.claim_statement(
-                store.dialect, queues=None, limit=100, token=token, now=utcnow(), lease_seconds=60
-            ),
-            None,
+        yield st.claim(
+            store.dialect, queues=None, limit=100, token=token, now=utcnow(), lease_seconds=60
         )
 
     store.run(plan())

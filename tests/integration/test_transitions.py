@@ -55,7 +55,7 @@ def set_status(
 
 def claim(database: Database, now: datetime | None = None) -> list[int]:
     """Run the worker's claim statement; return the ids it took (now WORKING)."""
-    stmt = st.claim_statement(
+    stmt, params = st.claim(
         database.dialect,
         queues=None,
         limit=100,
@@ -64,7 +64,7 @@ def claim(database: Database, now: datetime | None = None) -> list[int]:
         lease_seconds=30,
     )
     with database.sync_engine.begin() as conn:
-        return [t.id for t in st.claimed_from_rows(conn.execute(stmt).all())]
+        return [t.id for t in st.claimed_from_rows(conn.execute(stmt, params).all())]
 
 
 # ---------------------------------------------------------------- activation

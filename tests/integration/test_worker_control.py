@@ -51,7 +51,7 @@ async def cancel(database: Database, task_id: int) -> Any:
 
 
 def claim(database: Database, token: str, *, lease_seconds: float = 30) -> list[int]:
-    stmt = st.claim_statement(
+    stmt, params = st.claim(
         database.dialect,
         queues=None,
         limit=100,
@@ -60,7 +60,7 @@ def claim(database: Database, token: str, *, lease_seconds: float = 30) -> list[
         lease_seconds=lease_seconds,
     )
     with database.sync_engine.begin() as conn:
-        return [t.id for t in st.claimed_from_rows(conn.execute(stmt).all())]
+        return [t.id for t in st.claimed_from_rows(conn.execute(stmt, params).all())]
 
 
 def rescue(database: Database) -> list[int]:

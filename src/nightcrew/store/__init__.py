@@ -59,8 +59,7 @@ class Store:
         """
         with _driver_errors():
             if single_statement and self.database.is_postgres:
-                with self.database.sync_engine.connect() as conn:
-                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                with self.database.sync_autocommit_engine.connect() as conn:
                     return run(conn, plan)
             with self.database.sync_engine.begin() as conn:
                 return run(conn, plan)
@@ -68,8 +67,7 @@ class Store:
     async def arun(self, plan: Plan[R], *, single_statement: bool = False) -> R:
         with _driver_errors():
             if single_statement and self.database.is_postgres:
-                async with self.database.async_engine.connect() as conn:
-                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                async with self.database.async_autocommit_engine.connect() as conn:
                     return await arun(conn, plan)
             async with self.database.async_engine.begin() as conn:
                 return await arun(conn, plan)
@@ -81,12 +79,10 @@ class Store:
         (no BEGIN/COMMIT round trips on the worker's hot path). SQLite needs ``BEGIN
         IMMEDIATE`` so a statement that reads then writes never loses its snapshot.
         """
-        engine = self.database.async_engine
         if self.database.is_postgres:
-            async with engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with self.database.async_autocommit_engine.connect() as conn:
                 return await conn.execute(stmt, params)
-        async with engine.begin() as conn:
+        async with self.database.async_engine.begin() as conn:
             return await conn.execute(stmt, params)
 
     async def aexecute_all(self, steps: Sequence[tuple[Executable, Any]]) -> None:

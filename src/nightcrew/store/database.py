@@ -57,6 +57,8 @@ class Database:
         self._engine_kwargs = engine_kwargs
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
+        self._sync_autocommit: Engine | None = None
+        self._async_autocommit: AsyncEngine | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -78,13 +80,43 @@ class Database:
             self._async = engine
         return self._async
 
+    @property
+    def sync_autocommit_engine(self) -> Engine:
+        """PostgreSQL: an engine whose connections stay in autocommit, for one-statement work.
+
+        A single statement is atomic by itself; running it without BEGIN/COMMIT saves two
+        round trips, and a pool of its own saves switching each borrowed connection into
+        autocommit and back (measured: a third of the cost of a one-task enqueue).
+        SQLite has no such mode to gain from: this is the ordinary engine there.
+        """
+        if not self.is_postgres:
+            return self.sync_engine
+        if self._sync_autocommit is None:
+            self._sync_autocommit = create_engine(
+                self.url, isolation_level="AUTOCOMMIT", **self._engine_kwargs
+            )
+        return self._sync_autocommit
+
+    @property
+    def async_autocommit_engine(self) -> AsyncEngine:
+        """The async twin of `sync_autocommit_engine` (the worker's claims and finishes)."""
+        if not self.is_postgres:
+            return self.async_engine
+        if self._async_autocommit is None:
+            self._async_autocommit = create_async_engine(
+                self.async_url, isolation_level="AUTOCOMMIT", **self._engine_kwargs
+            )
+        return self._async_autocommit
+
     def dispose(self) -> None:
-        if self._sync is not None:
-            self._sync.dispose()
-            self._sync = None
+        for engine in (self._sync, self._sync_autocommit):
+            if engine is not None:
+                engine.dispose()
+        self._sync = self._sync_autocommit = None
 
     async def adispose(self) -> None:
-        if self._async is not None:
-            await self._async.dispose()
-            self._async = None
+        for engine in (self._async, self._async_autocommit):
+            if engine is not None:
+                await engine.dispose()
+        self._async = self._async_autocommit = None
         self.dispose()

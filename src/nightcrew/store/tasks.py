@@ -149,12 +149,19 @@ def insert_statement(dialect: str, *, with_unique_keys: bool) -> Insert:
     return stmt
 
 
+_INSERT_ONE: dict[str, Insert] = {}
+
+
 def insert_one_statement(dialect: str) -> Insert:
     """Insert one task and return the whole row; on PostgreSQL it also wakes the workers.
 
     ``pg_notify`` in ``RETURNING`` saves the round trip of a separate notify; it is
-    delivered at commit, and only for a task that is PENDING.
+    delivered at commit, and only for a task that is PENDING. Built once per dialect:
+    building it is most of the Python cost of a one-task enqueue.
     """
+    cached = _INSERT_ONE.get(dialect)
+    if cached is not None:
+        return cached
     stmt = insert(T).returning(*T.c)
     if dialect == "postgresql":
         payload = postgres.payload(
@@ -163,6 +170,7 @@ def insert_one_statement(dialect: str) -> Insert:
         stmt = stmt.returning(
             case((_is(S.PENDING), func.pg_notify(postgres.CHANNEL, payload))).label("notified")
         )
+    _INSERT_ONE[dialect] = stmt
     return stmt
 
 
@@ -292,7 +300,53 @@ def retry_statement(task_id: int, now: datetime) -> Update:
 # ---------------------------------------------------------------- worker hot path
 
 
-def claim_statement(
+_CLAIMS: dict[tuple[str, int, bool], Update] = {}
+
+
+def _claim_statement(dialect: str, queue_count: int, exclude: bool) -> Update:
+    """The claim for one shape of queue filter, built once: everything else is a parameter.
+
+    ``queue_count`` is 0 (all queues), 1 (``queue = :only_queue``) or 2 (``IN :only_queues``).
+    """
+    key = (dialect, queue_count, exclude)
+    cached = _CLAIMS.get(key)
+    if cached is not None:
+        return cached
+    now = bindparam("now", type_=UTCDateTime)
+    pick = (
+        select(c.id)
+        .where(_is(S.PENDING), _NOT_WAITING, c.start_at <= now)
+        .order_by(c.priority.desc(), c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    if queue_count == 1:
+        pick = pick.where(c.queue == bindparam("only_queue", type_=String))
+    elif queue_count > 1:
+        pick = pick.where(c.queue.in_(bindparam("only_queues", expanding=True, type_=String)))
+    if exclude:
+        pick = pick.where(c.queue.not_in(bindparam("except_queues", expanding=True, type_=String)))
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        update(T)
+        .where(c.id.in_(pick.scalar_subquery()))
+        .values(
+            status=S.WORKING,
+            attempts=c.attempts + 1,
+            lease_token=bindparam("token", type_=String),
+            lease_expires_at=bindparam("lease_until", type_=UTCDateTime),
+            started_at=now,
+            updated_at=now,
+            progress=None,
+            progress_message=None,
+        )
+        .returning(*CLAIM_COLUMNS)
+    )
+    _CLAIMS[key] = stmt
+    return stmt
+
+
+def claim(
     dialect: str,
     *,
     queues: Sequence[str] | None,
@@ -301,40 +355,28 @@ def claim_statement(
     token: str,
     now: datetime,
     lease_seconds: float,
-) -> Update:
-    """Claim up to ``limit`` due tasks in one statement.
+) -> tuple[Update, dict[str, Any]]:
+    """Claim up to ``limit`` due tasks in one statement: the statement and its parameters.
 
     PostgreSQL locks the picked rows with ``FOR UPDATE SKIP LOCKED`` so concurrent
     claimers take disjoint sets without waiting; SQLite runs it inside ``BEGIN
-    IMMEDIATE``, where only one writer exists at a time.
+    IMMEDIATE``, where only one writer exists at a time. The statement is one of a few
+    built once, so a claim costs no SQL construction on the worker's hot path.
     """
-    pick = (
-        select(c.id)
-        .where(_is(S.PENDING), _NOT_WAITING, c.start_at <= now)
-        .order_by(c.priority.desc(), c.id)
-        .limit(limit)
-    )
-    if queues:
-        pick = pick.where(c.queue.in_(list(queues)) if len(queues) > 1 else c.queue == queues[0])
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "token": token,
+        "lease_until": now + timedelta(seconds=lease_seconds),
+    }
+    queue_count = min(len(queues), 2) if queues else 0
+    if queue_count == 1:
+        params["only_queue"] = queues[0]  # type: ignore[index]
+    elif queue_count == 2:
+        params["only_queues"] = list(queues)  # type: ignore[arg-type]
     if exclude_queues:
-        pick = pick.where(c.queue.not_in(list(exclude_queues)))
-    if dialect == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    return (
-        update(T)
-        .where(c.id.in_(pick.scalar_subquery()))
-        .values(
-            status=S.WORKING,
-            attempts=c.attempts + 1,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=now,
-            updated_at=now,
-            progress=None,
-            progress_message=None,
-        )
-        .returning(*CLAIM_COLUMNS)
-    )
+        params["except_queues"] = list(exclude_queues)
+    return _claim_statement(dialect, queue_count, bool(exclude_queues)), params
 
 
 def claimed_from_rows(rows: Sequence[Any]) -> list[ClaimedTask]:
