@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "poll_interval": 0.5,  # PostgreSQL: a fallback only, LISTEN/NOTIFY wakes the worker
     "sqlite_poll_interval": 0.05,  # SQLite has no NOTIFY: polling is the wake-up
     "enqueue_api": "sync",  # create_maintenance_task(s) (sync, the origin's API) | async twins
-    "loop": "asyncio",
+    "loop": "uvloop",  # what `nightcrew worker` runs on by default (NIGHTCREW_EVENT_LOOP=auto)
 }
 PROCESSOR_MODULES = ["nightcrew_processors", "nightcrew.processors"]
 

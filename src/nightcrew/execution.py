@@ -139,7 +139,8 @@ def _task_object(claimed: ClaimedTask, now: datetime) -> MaintenanceTask:
             "unique_key": claimed.unique_key,
             "started_at": now,
             "created_at": claimed.created_at,
-        }
+        },
+        only_columns=True,
     )
 
 
@@ -154,6 +155,8 @@ class Executor:
 
     loader: ProcessorLoader
     max_info_bytes: int
+    #: Whether each processor class's ``__call__`` is a coroutine function (asked once).
+    _is_async: dict[type, bool] = field(default_factory=dict)
 
     async def run(self, ctx: RunContext) -> Outcome:
         """Run one task to an outcome; never raises (a bug here must not kill the worker)."""
@@ -186,7 +189,9 @@ class Executor:
         task = _task_object(claimed, utcnow())
         call = processor.__call__
         # to_thread copies the context, so report_progress works in a sync processor too.
-        is_async = inspect.iscoroutinefunction(call)
+        is_async = self._is_async.get(type(processor))
+        if is_async is None:
+            is_async = self._is_async[type(processor)] = inspect.iscoroutinefunction(call)
         coro = call(task) if is_async else asyncio.to_thread(call, task)
         if claimed.timeout is None:
             return await coro
@@ -202,6 +207,8 @@ class Executor:
     def _completed(self, ctx: RunContext, result: Any) -> Outcome:
         if result is not None and not isinstance(result, dict):
             result = {"result": result}
+        if not result:  # None or {}: nothing to check (the common case of a no-op)
+            return Outcome(ctx.task_id, ctx.claimed.attempt, S.COMPLETED, result)
         try:
             size = len(json.dumps(result).encode())
         except (TypeError, ValueError) as exc:

@@ -74,6 +74,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
+        if value.tzinfo is UTC:
+            return value
         return value.astimezone(UTC)
 
 
@@ -202,17 +204,21 @@ class MaintenanceTask(Base):
     )
 
     @classmethod
-    def detached(cls, columns: Mapping[str, Any]) -> MaintenanceTask:
+    def detached(cls, columns: Mapping[str, Any], *, only_columns: bool = False) -> MaintenanceTask:
         """A task object filled from a row's columns, as a query would load it, but cheaply.
 
         Filling ``__dict__`` is how the ORM itself populates loaded rows; going through
         ``__init__`` instead fires an attribute event per column, which costs more than
         the rest of a one-task enqueue or of running a no-op processor. The object is
-        not attached to any session. Keys that are not columns are ignored.
+        not attached to any session. Keys that are not columns are ignored, unless the
+        caller vouches with ``only_columns`` that there are none.
         """
         _configure_mappers()
         task: MaintenanceTask = _NEW_INSTANCE()
-        task.__dict__.update((k, v) for k, v in columns.items() if k in _COLUMN_NAMES)
+        if only_columns:
+            task.__dict__.update(columns)
+        else:
+            task.__dict__.update((k, v) for k, v in columns.items() if k in _COLUMN_NAMES)
         return task
 
     def get_processor(self, loader: ProcessorLoader | None = None) -> MaintenanceTaskProcessor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     max_processor_json_bytes: int = Field(default=64 * 1024, ge=2)
     max_info_bytes: int = Field(default=1024 * 1024, ge=2)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    #: The event loop of ``nightcrew worker`` / ``run``: uvloop when installed ("auto").
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
     @field_validator("processor_modules", mode="before")
     @classmethod

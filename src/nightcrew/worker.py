@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nightcrew import loop as event_loop
 from nightcrew.errors import ConfigurationError
 from nightcrew.execution import Executor, RunContext, StopReason
 from nightcrew.models import MaintenanceTaskStatus, utcnow
@@ -535,4 +536,4 @@ def run_worker(settings: Settings, **kwargs: Any) -> None:
             loop.add_signal_handler(sig, worker.request_stop)
         await worker.run()
 
-    asyncio.run(main())
+    event_loop.run(main(), settings)

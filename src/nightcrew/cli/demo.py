@@ -33,6 +33,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from nightcrew import logs
+from nightcrew import loop as event_loop
 from nightcrew.cli.common import console, one_line, say, state
 from nightcrew.errors import ConfigurationError, NightcrewError
 from nightcrew.models import MaintenanceTaskStatus
@@ -372,7 +373,7 @@ def demo(
         f"{len(task_ids)} upgrade tasks enqueued (up to 100 users each)"
     )
 
-    elapsed = asyncio.run(run_workers(settings, workers, len(task_ids)))
+    elapsed = event_loop.run(run_workers(settings, workers, len(task_ids)), settings)
     outcome = read_outcome(settings)
     print_summary(outcome, report, elapsed=elapsed, workers=workers, concurrency=concurrency)
     if outcome.unfinished:

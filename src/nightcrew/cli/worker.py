@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from nightcrew import logs
+from nightcrew import loop as event_loop
 from nightcrew.cli.common import CliState, say, state
 from nightcrew.errors import ConfigurationError
 from nightcrew.settings import Settings
@@ -81,7 +82,7 @@ def _run(worker: Worker, *, until_idle: bool) -> None:
             loop.add_signal_handler(sig, on_signal)
         await worker.run(until_idle=until_idle)
 
-    asyncio.run(main())
+    event_loop.run(main(), worker.settings)
 
 
 @commands.command("worker")

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -90,9 +90,11 @@ CLAIM_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedTask:
-    """A task row a worker holds a lease on; ``attempt`` is the lease's fencing number."""
+class ClaimedTask(NamedTuple):
+    """A task row a worker holds a lease on; ``attempt`` is the lease's fencing number.
+
+    A named tuple: made straight from a result row, thousands a second, at C speed.
+    """
 
     id: int
     processor_type: str
@@ -302,6 +304,18 @@ def retry_statement(task_id: int, now: datetime) -> Update:
 
 _CLAIMS: dict[tuple[str, int, bool], Update] = {}
 
+#: PostgreSQL: this statement's transaction commits without waiting for its WAL flush.
+#: Run once (an InitPlan) in the implicit transaction of an autocommit statement. Safe
+#: for a claim: if the server crashes before the flush, the claim is undone and the task
+#: is simply PENDING again (no worker can have finished it: a finish commits
+#: synchronously, which flushes the WAL up to and including the claim). It takes the
+#: disk flush, most of a claim's time when the server is idle, off the pickup latency.
+_ASYNC_COMMIT = (
+    select(func.set_config("synchronous_commit", literal_column("'off'"), literal_column("true")))
+    .scalar_subquery()
+    .is_not(None)
+)
+
 
 def _claim_statement(dialect: str, queue_count: int, exclude: bool) -> Update:
     """The claim for one shape of queue filter, built once: everything else is a parameter.
@@ -325,11 +339,13 @@ def _claim_statement(dialect: str, queue_count: int, exclude: bool) -> Update:
         pick = pick.where(c.queue.in_(bindparam("only_queues", expanding=True, type_=String)))
     if exclude:
         pick = pick.where(c.queue.not_in(bindparam("except_queues", expanding=True, type_=String)))
+    where = [c.id.in_(pick.scalar_subquery())]
     if dialect == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
+        where = [c.id.in_(pick.scalar_subquery()), _ASYNC_COMMIT]
     stmt = (
         update(T)
-        .where(c.id.in_(pick.scalar_subquery()))
+        .where(*where)
         .values(
             status=S.WORKING,
             attempts=c.attempts + 1,
@@ -381,7 +397,7 @@ def claim(
 
 def claimed_from_rows(rows: Sequence[Any]) -> list[ClaimedTask]:
     """Rows in claim order (RETURNING order is not guaranteed on either database)."""
-    tasks = [ClaimedTask(*row) for row in rows]
+    tasks = list(map(ClaimedTask._make, rows))
     tasks.sort(key=lambda t: (-t.priority, t.id))
     return tasks
 
