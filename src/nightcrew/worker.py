@@ -29,6 +29,7 @@ from nightcrew.processors import loader_for
 from nightcrew.settings import Settings
 from nightcrew.store import Database, Store, postgres
 from nightcrew.store import tasks as st
+from nightcrew.store.hotpath import hot_path_for
 from nightcrew.store.tasks import ClaimedTask, Outcome
 
 log = logging.getLogger("nightcrew.worker")
@@ -80,6 +81,7 @@ class Worker:
         self._own_database = database is None
         self.database = database or Database(self.settings.database_url)
         self.store = Store(self.database)
+        self.hot = hot_path_for(self.database)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.executor = Executor(loader_for(self.settings), self.settings.max_info_bytes)
         self.lease_seconds = self.settings.lease_seconds
@@ -139,6 +141,7 @@ class Worker:
                     helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._flush()
+            await self.hot.aclose()
             if self._own_database:
                 await self.database.adispose()
             log.info("worker stopped", extra={"worker": self.id, "processed": self.processed})
@@ -224,8 +227,7 @@ class Worker:
             now=utcnow(),
             lease_seconds=self.lease_seconds,
         )
-        result = await self.store.aexecute(stmt, params)
-        claimed = st.claimed_from_rows(result.all())
+        claimed = await self.hot.claim(stmt, params)
         for task in claimed:
             self._start(task)
         return len(claimed)
@@ -349,8 +351,7 @@ class Worker:
         batch = dict(list(self._unflushed.items())[:FLUSH_BATCH])
         dialect = self.database.dialect
         params = st.finish_params(dialect, self.id, list(batch.values()), utcnow())
-        result = await self.store.aexecute(st.finish_statement(dialect), params)
-        written = result.all()
+        written = await self.hot.finish(st.finish_statement(dialect), params)
         for task_id, outcome in batch.items():
             # The task may have run again meanwhile (claimed once this write committed):
             # only drop the outcome that was written.
@@ -358,12 +359,12 @@ class Worker:
                 del self._unflushed[task_id]
         self.processed += len(written)
         if len(written) < len(batch):
-            lost = set(batch) - {row.id for row in written}
+            lost = set(batch) - {task_id for task_id, _ in written}
             log.warning(
                 "outcomes rejected: lease was lost (task rescued or cancelled by an operator)",
                 extra={"task_ids": sorted(lost), "worker": self.id},
             )
-        if any(row.status == S.PENDING for row in written):
+        if any(status == S.PENDING for _, status in written):
             self._wake.set()
 
     # ---------------------------------------------------------------- leases and upkeep

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     Update,
     and_,
+    any_,
     bindparam,
     case,
     column,
@@ -304,6 +305,15 @@ def retry_statement(task_id: int, now: datetime) -> Update:
 
 _CLAIMS: dict[tuple[str, int, bool], Update] = {}
 
+
+def _queue_in(name: str, dialect: str) -> ColumnElement[bool]:
+    """``queue IN (...)`` with the list as a parameter: one array on PostgreSQL (the SQL
+    text stays the same whatever the list, so it is compiled and prepared once), an
+    expanding parameter on SQLite, which has no arrays."""
+    if dialect == "postgresql":
+        return c.queue == any_(bindparam(name, type_=pg.ARRAY(String)))
+    return c.queue.in_(bindparam(name, expanding=True, type_=String))
+
 #: PostgreSQL: this statement's transaction commits without waiting for its WAL flush.
 #: Run once (an InitPlan) in the implicit transaction of an autocommit statement. Safe
 #: for a claim: if the server crashes before the flush, the claim is undone and the task
@@ -336,9 +346,9 @@ def _claim_statement(dialect: str, queue_count: int, exclude: bool) -> Update:
     if queue_count == 1:
         pick = pick.where(c.queue == bindparam("only_queue", type_=String))
     elif queue_count > 1:
-        pick = pick.where(c.queue.in_(bindparam("only_queues", expanding=True, type_=String)))
+        pick = pick.where(_queue_in("only_queues", dialect))
     if exclude:
-        pick = pick.where(c.queue.not_in(bindparam("except_queues", expanding=True, type_=String)))
+        pick = pick.where(~_queue_in("except_queues", dialect))
     where = [c.id.in_(pick.scalar_subquery())]
     if dialect == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
