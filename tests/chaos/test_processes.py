@@ -290,3 +290,46 @@ async def test_a_dropped_listen_connection_is_recovered(
     finally:
         worker.request_stop()
         await asyncio.wait_for(running, 60)
+
+
+async def test_dropped_claim_and_finish_connections_are_replaced(
+    backend: Backend, adatabase: Database
+) -> None:
+    if not backend.is_postgres:
+        pytest.skip("the dedicated claim and finish connections are PostgreSQL only")
+    from nightcrew.store.hotpath import PsycopgHotPath
+
+    settings = backend.settings()
+    worker = Worker(settings, concurrency=2)
+    assert isinstance(worker.hot, PsycopgHotPath)
+    running = asyncio.create_task(worker.run())
+
+    async def run_one(value: int) -> None:
+        task = await acreate_maintenance_task(
+            Echo(value=value), database=adatabase, settings=settings
+        )
+        deadline = time.monotonic() + 30
+        while (await Store(adatabase).arun(operations.get_task(task.id))).status is not S.COMPLETED:
+            assert time.monotonic() < deadline, f"task {task.id} not completed"
+            assert not running.done(), "worker stopped"
+            await asyncio.sleep(0.02)
+
+    try:
+        await run_one(1)
+        deadline = time.monotonic() + 10
+        while set(worker.hot.backend_pids) != {"claim", "finish"}:
+            assert time.monotonic() < deadline, worker.hot.backend_pids
+            await asyncio.sleep(0.02)
+        killed = worker.hot.backend_pids
+        async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            for pid in killed.values():
+                cur = await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                assert (await cur.fetchone()) == (True,)
+
+        await run_one(2)
+        await run_one(3)
+
+        assert not set(worker.hot.backend_pids.values()) & set(killed.values())
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(running, 60)

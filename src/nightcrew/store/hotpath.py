@@ -11,6 +11,7 @@ draining. SQLite goes through `Store` as everything else does.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ class PsycopgHotPath:
         except BaseException:
             # Lost, or interrupted mid-statement (cancelled): its state is unknown.
             self._conns.pop(role, None)
-            await conn.close()
+            with contextlib.suppress(Exception):
+                await conn.close()
             raise
         return rows
 
@@ -135,6 +137,11 @@ class PsycopgHotPath:
     async def finish(self, stmt: Executable, params: dict[str, Any]) -> list[tuple[int, str]]:
         rows: Sequence[tuple[int, str]] = await self._fetch("finish", stmt, params)
         return [(row[0], row[1]) for row in rows]
+
+    @property
+    def backend_pids(self) -> dict[str, int]:
+        """The server process of each open connection, by role (for operators and tests)."""
+        return {role: c.info.backend_pid for role, c in self._conns.items() if not c.closed}
 
     async def aclose(self) -> None:
         conns, self._conns = list(self._conns.values()), {}

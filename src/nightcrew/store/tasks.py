@@ -349,10 +349,14 @@ def _claim_statement(dialect: str, queue_count: int, exclude: bool) -> Update:
         pick = pick.where(_queue_in("only_queues", dialect))
     if exclude:
         pick = pick.where(~_queue_in("except_queues", dialect))
-    where = [c.id.in_(pick.scalar_subquery())]
+    where: list[ColumnElement[bool]] = [c.id.in_(pick.scalar_subquery())]
     if dialect == "postgresql":
+        # ``id = ANY(ARRAY(...))``: the picked ids become one array (an InitPlan) and the
+        # update finds each row through the primary key. ``IN (subquery)`` lets the planner
+        # choose a hash semi-join over a scan of the whole table instead (seen: 2 ms of a
+        # 500-row claim on a 20,000-row table, growing with the table).
         pick = pick.with_for_update(skip_locked=True)
-        where = [c.id.in_(pick.scalar_subquery()), _ASYNC_COMMIT]
+        where = [c.id == any_(func.array(pick.scalar_subquery())), _ASYNC_COMMIT]
     stmt = (
         update(T)
         .where(*where)
