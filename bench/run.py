@@ -378,9 +378,11 @@ def ratio_cell(summary: dict[str, Any], case: str, peer: str, metric: str) -> st
 
 
 SETTING_NOTES = {
-    "nightcrew": "sync `create_maintenance_tasks` (one `INSERT ... SELECT unnest(...)`) and "
-    "`create_maintenance_task`; `Worker(settings).run(until_idle=True)`; "
-    "built-in `nightcrew.processors.Noop`; psycopg 3 via SQLAlchemy; stdlib asyncio",
+    "nightcrew": "sync `create_maintenance_tasks` (one `INSERT ... SELECT ... FROM "
+    "json_array_elements(...)`) and `create_maintenance_task` (SQLAlchemy, psycopg 3); "
+    "`Worker(settings).run(until_idle=True)` (claims and finishes straight on psycopg 3, "
+    "the rest through SQLAlchemy); built-in `nightcrew.processors.Noop`; uvloop (what "
+    "`nightcrew worker` runs on by default)",
     "procrastinate": "`PsycopgConnector` (psycopg 3, C build, pool); `batch_defer_async` and "
     "`defer_async`; `run_worker_async(wait=False)` with async tasks; LISTEN/NOTIFY on; "
     "stdlib asyncio (its CLI's loop)",

@@ -121,7 +121,6 @@ class StatusType(TypeDecorator[MaintenanceTaskStatus]):
         return None if value is None else MaintenanceTaskStatus(value)
 
 
-
 CLAIMABLE = "status = 'PENDING' AND waiting_on = 0"
 
 

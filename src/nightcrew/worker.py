@@ -215,9 +215,7 @@ class Worker:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    async def _claim(
-        self, queues: list[str] | None, n: int, *, exclude: Sequence[str] = ()
-    ) -> int:
+    async def _claim(self, queues: list[str] | None, n: int, *, exclude: Sequence[str] = ()) -> int:
         stmt, params = st.claim(
             self.database.dialect,
             queues=queues,
@@ -382,9 +380,7 @@ class Worker:
                 if now - last_beat >= self.settings.heartbeat_interval:
                     last_beat = last_cancel_check = now
                     await self._heartbeat()
-                elif (
-                    not self.database.is_postgres and now - last_cancel_check >= cancel_interval
-                ):
+                elif not self.database.is_postgres and now - last_cancel_check >= cancel_interval:
                     last_cancel_check = now
                     await self._check_cancels()
                 if now - last_rescue >= self.lease_seconds / 2:
@@ -514,7 +510,6 @@ class Worker:
             for task_id in list(self._running):
                 self._stop_task(task_id, StopReason.SHUTDOWN)
             await asyncio.wait(pending)
-
 
     async def _abandon_in_flight(self) -> None:
         """If `run` itself is cancelled, stop what still runs and hand it back."""

@@ -266,9 +266,7 @@ async def test_a_failing_task_does_not_stop_the_worker(
 
     async with running_worker(backend, concurrency=1) as (_, worker):
         await wait_for_status(adatabase, boom.id, S.ERROR, worker=worker)
-        echo = await acreate_maintenance_task(
-            Echo(value=1), database=adatabase, settings=settings
-        )
+        echo = await acreate_maintenance_task(Echo(value=1), database=adatabase, settings=settings)
         row = await wait_for_status(adatabase, echo.id, S.COMPLETED, worker=worker)
 
     assert row.info["value"] == 1
@@ -281,9 +279,7 @@ async def test_inactive_tasks_are_not_run(
     backend: Backend, database: Database, adatabase: Database
 ) -> None:
     settings = backend.settings()
-    inactive = create_maintenance_task(
-        Echo(), inactive=True, database=database, settings=settings
-    )
+    inactive = create_maintenance_task(Echo(), inactive=True, database=database, settings=settings)
     due = create_maintenance_task(Echo(), database=database, settings=settings)
 
     await run_until_idle(backend)
@@ -316,9 +312,7 @@ async def test_future_tasks_are_not_run_before_they_are_due(
         assert row.start_at == task.start_at
 
 
-async def test_a_future_task_runs_once_it_is_due(
-    backend: Backend, adatabase: Database
-) -> None:
+async def test_a_future_task_runs_once_it_is_due(backend: Backend, adatabase: Database) -> None:
     settings = backend.settings()
     async with running_worker(backend) as (_, worker):
         task = await acreate_maintenance_task(
@@ -448,9 +442,7 @@ async def test_worker_keeps_running_tasks_after_rows_it_refuses(
     async with running_worker(backend, concurrency=1) as (_, worker):
         for task_id in bad:
             await wait_for_status(adatabase, task_id, S.ERROR, worker=worker)
-        later = await acreate_maintenance_task(
-            Echo(value=2), database=adatabase, settings=settings
-        )
+        later = await acreate_maintenance_task(Echo(value=2), database=adatabase, settings=settings)
         await wait_for_status(adatabase, later.id, S.COMPLETED, worker=worker)
 
     assert (await get_task(adatabase, first.id)).status is S.COMPLETED

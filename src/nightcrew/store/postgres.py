@@ -36,6 +36,7 @@ def payload(kind: str, **fields: Any) -> Any:
     which follows the connection's ``search_path``) lets a listener ignore the others'
     tasks and cancels. JSON keeps any queue name intact, colons and all.
     """
+
     def const(word: str) -> Any:  # our own fixed words: rendered inline, never user data
         return literal_column(f"'{word}'", Text)
 
@@ -60,6 +61,7 @@ def parse_payload(text: str, schema: str) -> Notice | None:
     except (ValueError, KeyError, TypeError):
         pass
     return None
+
 
 #: The columns an enqueue writes, with their SQL types.
 _BULK_COLUMNS: dict[str, str] = {

@@ -167,9 +167,7 @@ def insert_one_statement(dialect: str) -> Insert:
         return cached
     stmt = insert(T).returning(*T.c)
     if dialect == "postgresql":
-        payload = postgres.payload(
-            "task", q=c.queue, d=func.extract("epoch", c.start_at)
-        )
+        payload = postgres.payload("task", q=c.queue, d=func.extract("epoch", c.start_at))
         stmt = stmt.returning(
             case((_is(S.PENDING), func.pg_notify(postgres.CHANNEL, payload))).label("notified")
         )
@@ -195,9 +193,7 @@ def notify_cancel_statement(task_id: int) -> Any:
 
 
 def open_by_unique_keys(keys: Sequence[str]) -> Select[Any]:
-    return select(c.unique_key, c.id).where(
-        c.unique_key.in_(keys), _is(*_OPEN)
-    )
+    return select(c.unique_key, c.id).where(c.unique_key.in_(keys), _is(*_OPEN))
 
 
 # ---------------------------------------------------------------- reading
@@ -313,6 +309,7 @@ def _queue_in(name: str, dialect: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
         return c.queue == any_(bindparam(name, type_=pg.ARRAY(String)))
     return c.queue.in_(bindparam(name, expanding=True, type_=String))
+
 
 #: PostgreSQL: this statement's transaction commits without waiting for its WAL flush.
 #: Run once (an InitPlan) in the implicit transaction of an autocommit statement. Safe
@@ -600,9 +597,7 @@ def progress_statement(
 ) -> Update:
     return (
         update(T)
-        .where(
-            c.id == task_id, _is(S.WORKING), c.lease_token == token, c.attempts == attempt
-        )
+        .where(c.id == task_id, _is(S.WORKING), c.lease_token == token, c.attempts == attempt)
         .values(progress=percent, progress_message=message, updated_at=now)
     )
 
