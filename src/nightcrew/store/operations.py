@@ -8,7 +8,7 @@ from typing import Any
 
 from nightcrew.errors import InvalidTransition, TaskNotFound
 from nightcrew.models import MaintenanceTaskStatus
-from nightcrew.store import postgres
+from nightcrew.store import bulk
 from nightcrew.store import tasks as st
 from nightcrew.store.plans import Plan
 
@@ -40,16 +40,11 @@ def insert_tasks(dialect: str, rows: Sequence[dict[str, Any]]) -> Plan[list[int]
     """
     ids: list[int | None] = [None] * len(rows)
     plain = [i for i, r in enumerate(rows) if r.get("unique_key") is None]
-    if plain and dialect == "postgresql":
-        stmt, params = postgres.bulk_insert([rows[i] for i in plain])
+    if plain:
+        stmt, params = bulk.bulk_insert(dialect, [rows[i] for i in plain])
         result = yield stmt, params
         for i, new_id in zip(plain, sorted(result.scalars()), strict=True):
             ids[i] = new_id
-    elif plain:
-        insert = st.insert_statement(dialect, with_unique_keys=False)
-        result = yield insert, [rows[i] for i in plain]
-        for i, inserted in zip(plain, result.all(), strict=True):
-            ids[i] = inserted.id
     for i, keyed in enumerate(rows):
         key = keyed.get("unique_key")
         if key is None:

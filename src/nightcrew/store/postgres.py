@@ -1,19 +1,14 @@
-"""What differs on PostgreSQL: the bulk insert, the notification channel."""
+"""What differs on PostgreSQL: the notification channel and its payloads."""
 
 from __future__ import annotations
 
-import enum
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, Text, TextualSelect, func, literal_column, text
+from sqlalchemy import Engine, Text, func, literal_column
 from sqlalchemy import cast as sql_cast
-
-from nightcrew.models import MaintenanceTask
 
 #: Channel on which enqueues, due-time changes and cancel requests wake workers.
 CHANNEL = "nightcrew"
@@ -63,74 +58,8 @@ def parse_payload(text: str, schema: str) -> Notice | None:
     return None
 
 
-#: The columns an enqueue writes, with their SQL types.
-_BULK_COLUMNS: dict[str, str] = {
-    "status": "text",
-    "processor_type": "text",
-    "processor_json": "text",
-    "queue": "text",
-    "priority": "integer",
-    "delay": "integer",
-    "start_at": "timestamptz",
-    "attempts": "integer",
-    "max_attempts": "integer",
-    "timeout": "double precision",
-    "waiting_on": "integer",
-    "created_at": "timestamptz",
-    "updated_at": "timestamptz",
-}
-
-
 def configure_engine(engine: Engine) -> None:
     """Nothing to set per connection today; kept so both dialects share one entry point."""
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-def bulk_insert(rows: Sequence[dict[str, Any]]) -> tuple[TextualSelect, dict[str, Any]]:
-    """``INSERT ... SELECT`` from one JSON parameter, returning ids in row order.
-
-    A column whose value is the same in every row (in a bulk enqueue, all but the
-    processor's JSON, usually) is bound once as a scalar; only the others travel per row,
-    as one JSON array of arrays that PostgreSQL expands with ``json_array_elements``.
-    Encoding one JSON text is C code end to end, where driver-side arrays are dumped
-    element by element in Python (measured: most of the time of a 20,000-row insert).
-    ``ORDER BY`` the ordinality fixes the order in which the sequence hands out ids.
-    """
-    first = rows[0]
-    varying = [
-        name
-        for name in _BULK_COLUMNS
-        if name == "processor_json" or len(set(map(itemgetter(name), rows))) > 1
-    ]
-    params: dict[str, Any] = {}
-    exprs = []
-    for name, sql_type in _BULK_COLUMNS.items():
-        if name not in varying:
-            params[name] = _json_value(first[name])
-            exprs.append(f"CAST(:{name} AS {sql_type})")
-        elif len(varying) == 1:  # a flat array of values
-            exprs.append(f"CAST(e.v #>> '{{}}' AS {sql_type})")
-        else:  # an array of arrays
-            exprs.append(f"CAST(e.v->>{varying.index(name)} AS {sql_type})")
-    if any(isinstance(first[name], datetime | enum.Enum) for name in varying):
-        data: list[Any] = [[_json_value(r[name]) for name in varying] for r in rows]
-    else:
-        data = list(map(itemgetter(*varying), rows))
-    params["rows"] = json.dumps(data)
-    sql = (
-        f"INSERT INTO {MaintenanceTask.__tablename__} ({', '.join(_BULK_COLUMNS)}) "
-        f"SELECT {', '.join(exprs)} "
-        "FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS e(v, n) "
-        "ORDER BY e.n RETURNING id"
-    )
-    return text(sql).columns(id=BigInteger), params
 
 
 def conninfo(url: Any) -> str:

@@ -9,6 +9,7 @@ lease token for in-flight rows), so two actors can never both win a transition.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,9 +153,7 @@ def insert_statement(dialect: str, *, with_unique_keys: bool) -> Insert:
     return stmt
 
 
-_INSERT_ONE: dict[str, Insert] = {}
-
-
+@functools.cache
 def insert_one_statement(dialect: str) -> Insert:
     """Insert one task and return the whole row; on PostgreSQL it also wakes the workers.
 
@@ -162,16 +161,12 @@ def insert_one_statement(dialect: str) -> Insert:
     delivered at commit, and only for a task that is PENDING. Built once per dialect:
     building it is most of the Python cost of a one-task enqueue.
     """
-    cached = _INSERT_ONE.get(dialect)
-    if cached is not None:
-        return cached
     stmt = insert(T).returning(*T.c)
     if dialect == "postgresql":
         payload = postgres.payload("task", q=c.queue, d=func.extract("epoch", c.start_at))
         stmt = stmt.returning(
             case((_is(S.PENDING), func.pg_notify(postgres.CHANNEL, payload))).label("notified")
         )
-    _INSERT_ONE[dialect] = stmt
     return stmt
 
 
@@ -299,9 +294,6 @@ def retry_statement(task_id: int, now: datetime) -> Update:
 # ---------------------------------------------------------------- worker hot path
 
 
-_CLAIMS: dict[tuple[str, int, bool], Update] = {}
-
-
 def _queue_in(name: str, dialect: str) -> ColumnElement[bool]:
     """``queue IN (...)`` with the list as a parameter: one array on PostgreSQL (the SQL
     text stays the same whatever the list, so it is compiled and prepared once), an
@@ -324,15 +316,12 @@ _ASYNC_COMMIT = (
 )
 
 
+@functools.cache
 def _claim_statement(dialect: str, queue_count: int, exclude: bool) -> Update:
     """The claim for one shape of queue filter, built once: everything else is a parameter.
 
     ``queue_count`` is 0 (all queues), 1 (``queue = :only_queue``) or 2 (``IN :only_queues``).
     """
-    key = (dialect, queue_count, exclude)
-    cached = _CLAIMS.get(key)
-    if cached is not None:
-        return cached
     now = bindparam("now", type_=UTCDateTime)
     pick = (
         select(c.id)
@@ -369,7 +358,6 @@ def _claim_statement(dialect: str, queue_count: int, exclude: bool) -> Update:
         )
         .returning(*CLAIM_COLUMNS)
     )
-    _CLAIMS[key] = stmt
     return stmt
 
 
@@ -455,7 +443,7 @@ def _outcomes_source(dialect: str) -> Any:
     ).subquery("outcome")
 
 
-def _stamp(dialect: str, when: datetime | None) -> str | None:
+def stored_timestamp(dialect: str, when: datetime | None) -> str | None:
     """A datetime as the JSON payload carries it: as each database stores it."""
     if when is None:
         return None
@@ -465,9 +453,7 @@ def _stamp(dialect: str, when: datetime | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-_FINISH: dict[str, Update] = {}
-
-
+@functools.cache
 def finish_statement(dialect: str) -> Update:
     """Write many outcomes in one statement, each fenced by status, token and attempt.
 
@@ -475,9 +461,6 @@ def finish_statement(dialect: str) -> Update:
     does not match and is not returned: the caller learns which finishes were rejected.
     Parameters come from `finish_params`.
     """
-    cached = _FINISH.get(dialect)
-    if cached is not None:
-        return cached
     v = _outcomes_source(dialect)
     stmt = (
         update(T)
@@ -511,14 +494,13 @@ def finish_statement(dialect: str) -> Update:
         )
         .returning(c.id, c.status, c.queue)
     )
-    _FINISH[dialect] = stmt
     return stmt
 
 
 def finish_params(
     dialect: str, token: str, outcomes: Sequence[Outcome], now: datetime
 ) -> dict[str, Any]:
-    finished = _stamp(dialect, now)
+    finished = stored_timestamp(dialect, now)
     rows = [
         {
             "id": o.task_id,
@@ -526,7 +508,7 @@ def finish_params(
             "status": o.status.value,
             "info": o.info,
             "error": o.error,
-            "start_at": _stamp(dialect, o.start_at),
+            "start_at": stored_timestamp(dialect, o.start_at),
             "finished_at": None if o.status == S.PENDING else finished,
             "refund": 0 if o.attempt_counted else 1,
             "progress": o.progress[0] if o.progress else None,
