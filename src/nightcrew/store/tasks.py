@@ -460,13 +460,20 @@ def finish_statement(dialect: str) -> Update:
     A row whose lease was rescued (token or attempt changed, or status no longer WORKING)
     does not match and is not returned: the caller learns which finishes were rejected.
     Parameters come from `finish_params`.
+
+    The status test is written ``status || '' = 'WORKING'`` on purpose: it means the same,
+    but no index can serve it, so the planner finds each row by its primary key from the
+    outcomes (a nested loop of one lookup per outcome). Written plainly, PostgreSQL hashed
+    every WORKING row of every worker, found through the status index, for each batch: a
+    cost that grows with the tasks in flight across the whole system, not with the batch.
     """
     v = _outcomes_source(dialect)
+    working = (c.status + literal_column("''")) == literal_column(f"'{S.WORKING.value}'")
     stmt = (
         update(T)
         .where(
             c.id == v.c.id,
-            _is(S.WORKING),
+            working,
             c.lease_token == bindparam("token", type_=String),
             c.attempts == v.c.attempt,
         )
