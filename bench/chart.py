@@ -136,14 +136,19 @@ def main() -> None:
     )
     a4.set_title(f"nightcrew backlog (+{b.get('finished', 0):,} finished rows)", fontsize=10)
 
-    single(a5, summary, [("sqlite_drain", "tps", "drain tasks/s")], "tasks/s")
+    single(
+        a5,
+        summary,
+        [("sqlite_drain", "tps", "drain, 1 proc"), ("sqlite_drain2", "tps", "drain, 2 procs")],
+        "tasks/s",
+    )
     a5.set_title("nightcrew on SQLite", fontsize=10)
     twin = a5.twinx()
     lat = [
         metric(summary, "sqlite_latency", "nightcrew", k) for k in ("p50_ms", "p95_ms", "p99_ms")
     ]
     if all(v is not None for v in lat):
-        xs = [1, 1.3, 1.6]
+        xs = [2, 2.3, 2.6]
         twin.bar(xs, lat, 0.25, color="#9ccfb8")
         for x, v, lab in zip(xs, lat, ("p50", "p95", "p99"), strict=True):
             twin.annotate(
@@ -157,7 +162,7 @@ def main() -> None:
             )
         twin.set_ylabel("pickup latency, ms", fontsize=8)
         twin.margins(y=0.25)
-        a5.set_xlim(-0.5, 2.0)
+        a5.set_xlim(-0.5, 3.0)
 
     mem = summary.get("memory", {}).get("libs", {})
     top = 0.0

@@ -126,6 +126,14 @@ def build_cases(sizes: dict[str, Any], memory_peers: bool) -> list[Case]:
             ("nightcrew",),
         ),
         Case(
+            "sqlite_drain2",
+            "sqlite",
+            "SQLite drain, 2 worker processes",
+            "drain",
+            {**sizes["sqlite_drain"], "procs": 2, "backend": "sqlite"},
+            ("nightcrew",),
+        ),
+        Case(
             "sqlite_latency",
             "sqlite",
             "SQLite pickup latency",
@@ -480,6 +488,7 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
         ("backlog_small", "tps", "claim throughput, tasks/s", 0),
         ("backlog_large", "tps", "claim throughput, tasks/s", 0),
         ("sqlite_drain", "tps", "tasks/s", 0),
+        ("sqlite_drain2", "tps", "tasks/s", 0),
         ("sqlite_latency", "p50_ms", "enqueue-to-start p50, ms", 1),
         ("sqlite_latency", "p95_ms", "enqueue-to-start p95, ms", 1),
         ("sqlite_latency", "p99_ms", "enqueue-to-start p99, ms", 1),
@@ -496,7 +505,7 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
         p = summary[case]["params"]
         if case.startswith("backlog"):
             title += f" + {p['finished']:,} finished (first {p['claim']:,} claims)"
-        elif case == "sqlite_drain" or case == "memory":
+        elif case in ("sqlite_drain", "sqlite_drain2", "memory"):
             title += f" ({p['n']:,} no-op tasks)"
         w(f"| {title} | {label} | {cell(summary, case, 'nightcrew', metric, digits)} |")
     w("")
@@ -587,6 +596,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         keys = HEADLINE.get(
             {
                 "sqlite_drain": "drain",
+                "sqlite_drain2": "drain",
                 "sqlite_latency": "latency",
                 "backlog_small": "backlog",
                 "backlog_large": "backlog",
