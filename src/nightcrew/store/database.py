@@ -55,30 +55,42 @@ class Database:
         self.async_url = normalize_url(url, is_async=True)
         self.dialect: Dialect = dialect_of(url)
         self._engine_kwargs = engine_kwargs
-        self._sync: Engine | None = None
-        self._async: AsyncEngine | None = None
-        self._sync_autocommit: Engine | None = None
-        self._async_autocommit: AsyncEngine | None = None
+        # Keyed by "autocommit": the ordinary engines, and on PostgreSQL the autocommit ones.
+        self._sync: dict[bool, Engine] = {}
+        self._async: dict[bool, AsyncEngine] = {}
 
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
+    def _options(self, autocommit: bool) -> dict[str, Any]:
+        if autocommit:
+            return {**self._engine_kwargs, "isolation_level": "AUTOCOMMIT"}
+        return self._engine_kwargs
+
+    def _sync_for(self, autocommit: bool) -> Engine:
+        engine = self._sync.get(autocommit)
+        if engine is None:
+            engine = create_engine(self.url, **self._options(autocommit))
+            (postgres if self.is_postgres else sqlite).configure_engine(engine)
+            self._sync[autocommit] = engine
+        return engine
+
+    def _async_for(self, autocommit: bool) -> AsyncEngine:
+        engine = self._async.get(autocommit)
+        if engine is None:
+            engine = create_async_engine(self.async_url, **self._options(autocommit))
+            (postgres if self.is_postgres else sqlite).configure_engine(engine.sync_engine)
+            self._async[autocommit] = engine
+        return engine
+
     @property
     def sync_engine(self) -> Engine:
-        if self._sync is None:
-            engine = create_engine(self.url, **self._engine_kwargs)
-            (postgres if self.is_postgres else sqlite).configure_engine(engine)
-            self._sync = engine
-        return self._sync
+        return self._sync_for(False)
 
     @property
     def async_engine(self) -> AsyncEngine:
-        if self._async is None:
-            engine = create_async_engine(self.async_url, **self._engine_kwargs)
-            (postgres if self.is_postgres else sqlite).configure_engine(engine.sync_engine)
-            self._async = engine
-        return self._async
+        return self._async_for(False)
 
     @property
     def sync_autocommit_engine(self) -> Engine:
@@ -89,34 +101,20 @@ class Database:
         autocommit and back (measured: a third of the cost of a one-task enqueue).
         SQLite has no such mode to gain from: this is the ordinary engine there.
         """
-        if not self.is_postgres:
-            return self.sync_engine
-        if self._sync_autocommit is None:
-            self._sync_autocommit = create_engine(
-                self.url, isolation_level="AUTOCOMMIT", **self._engine_kwargs
-            )
-        return self._sync_autocommit
+        return self._sync_for(self.is_postgres)
 
     @property
     def async_autocommit_engine(self) -> AsyncEngine:
         """The async twin of `sync_autocommit_engine` (the worker's claims and finishes)."""
-        if not self.is_postgres:
-            return self.async_engine
-        if self._async_autocommit is None:
-            self._async_autocommit = create_async_engine(
-                self.async_url, isolation_level="AUTOCOMMIT", **self._engine_kwargs
-            )
-        return self._async_autocommit
+        return self._async_for(self.is_postgres)
 
     def dispose(self) -> None:
-        for engine in (self._sync, self._sync_autocommit):
-            if engine is not None:
-                engine.dispose()
-        self._sync = self._sync_autocommit = None
+        engines, self._sync = list(self._sync.values()), {}
+        for engine in engines:
+            engine.dispose()
 
     async def adispose(self) -> None:
-        for engine in (self._async, self._async_autocommit):
-            if engine is not None:
-                await engine.dispose()
-        self._async = self._async_autocommit = None
+        engines, self._async = list(self._async.values()), {}
+        for engine in engines:
+            await engine.dispose()
         self.dispose()
