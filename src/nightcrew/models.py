@@ -145,6 +145,9 @@ class MaintenanceTask(Base):
     start_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    #: Times the task was handed back after its worker died (a lease expired); counted
+    #: apart from ``attempts``, since a crash is not the task's failure.
+    rescues: Mapped[int] = mapped_column(Integer, default=0)
     timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
     lease_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -172,6 +175,7 @@ class MaintenanceTask(Base):
             "ix_maintenance_tasks_claimable",
             "queue",
             text("priority DESC"),
+            "created_at",
             "id",
             postgresql_where=text(CLAIMABLE),
             sqlite_where=text(CLAIMABLE),
@@ -179,6 +183,7 @@ class MaintenanceTask(Base):
         Index(
             "ix_maintenance_tasks_claimable_any",
             text("priority DESC"),
+            "created_at",
             "id",
             postgresql_where=text(CLAIMABLE),
             sqlite_where=text(CLAIMABLE),
