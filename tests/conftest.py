@@ -19,9 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from nightcrew.app import Nightcrew
 from nightcrew.models import Base
 from nightcrew.settings import Settings
-from nightcrew.store import Database, Store
+from nightcrew.store import Database, TaskStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("NIGHTCREW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -141,13 +142,39 @@ async def adatabase(backend: Backend) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-def store(database: Database) -> Store:
-    return Store(database)
+def settings(backend: Backend) -> Settings:
+    return backend.settings()
 
 
 @pytest.fixture
-def settings(backend: Backend) -> Settings:
-    return backend.settings()
+def app(settings: Settings) -> Iterator[Nightcrew]:
+    """The composition root for the backend (sync tests)."""
+    nightcrew = Nightcrew(settings)
+    yield nightcrew
+    nightcrew.close()
+
+
+@pytest.fixture
+async def aapp(settings: Settings) -> AsyncIterator[Nightcrew]:
+    """The composition root for the backend (async tests: disposes its async engines)."""
+    nightcrew = Nightcrew(settings)
+    yield nightcrew
+    await nightcrew.aclose()
+
+
+@pytest.fixture
+def store(app: Nightcrew) -> TaskStore:
+    return app.store
+
+
+@pytest.fixture
+async def astore(aapp: Nightcrew) -> AsyncIterator[TaskStore]:
+    """A store of its own, whose hot-path connections are closed after the test."""
+    from nightcrew.store import open_store
+
+    store = open_store(aapp.database, aapp.events)
+    yield store
+    await store.aclose()
 
 
 def run_cli(

@@ -3,6 +3,8 @@
 The public API; everything else is an implementation detail.
 """
 
+from nightcrew import actions
+from nightcrew.app import Nightcrew
 from nightcrew.enqueue import (
     TaskOptions,
     acreate_maintenance_task,
@@ -13,6 +15,7 @@ from nightcrew.enqueue import (
 from nightcrew.errors import (
     ConfigurationError,
     DatabaseError,
+    DatabaseUnavailable,
     FailTask,
     InvalidProcessorConfig,
     InvalidTaskOptions,
@@ -21,8 +24,10 @@ from nightcrew.errors import (
     PayloadTooLarge,
     ProcessorNotAllowed,
     RetryTask,
+    SchemaMissing,
     TaskNotFound,
 )
+from nightcrew.events import EventBus, EventKind, TaskEvent
 from nightcrew.execution import (
     current_attempt,
     current_task_id,
@@ -33,12 +38,16 @@ from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
 from nightcrew.settings import Settings
 from nightcrew.store import Database
+from nightcrew.values import TaskPage, TaskView
 from nightcrew.worker import Worker
 
 __all__ = [
     "ConfigurationError",
     "Database",
     "DatabaseError",
+    "DatabaseUnavailable",
+    "EventBus",
+    "EventKind",
     "FailTask",
     "InvalidProcessorConfig",
     "InvalidTaskOptions",
@@ -46,17 +55,23 @@ __all__ = [
     "MaintenanceTask",
     "MaintenanceTaskProcessor",
     "MaintenanceTaskStatus",
+    "Nightcrew",
     "NightcrewError",
     "PayloadTooLarge",
     "ProcessorLoader",
     "ProcessorNotAllowed",
     "RetryTask",
+    "SchemaMissing",
     "Settings",
+    "TaskEvent",
     "TaskNotFound",
     "TaskOptions",
+    "TaskPage",
+    "TaskView",
     "Worker",
     "acreate_maintenance_task",
     "acreate_maintenance_tasks",
+    "actions",
     "create_maintenance_task",
     "create_maintenance_tasks",
     "current_attempt",

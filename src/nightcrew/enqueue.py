@@ -2,32 +2,35 @@
 
 Pass ``session=`` (a SQLAlchemy ``Session``/``Connection``, or their async versions) to
 write the task inside the caller's transaction: it exists if and only if the caller
-commits. Without it, the task is committed on its own through ``database`` (a URL or a
-`Database`; default ``NIGHTCREW_DATABASE_URL``).
+commits. Without it, the task is committed on its own through ``database``: a
+`nightcrew.Nightcrew` app (what an application should pass: its engines are reused), a
+`Database`, a URL, or nothing (the settings' URL; engines made for the call and disposed).
+
+Sync and async forms share everything but the last step: the rows are built and checked
+by `build_rows`, then one store operation writes them.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
-
+from nightcrew.app import Nightcrew, app_for
 from nightcrew.errors import InvalidTaskOptions
 from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, utcnow
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader, loader_for
 from nightcrew.settings import Settings
-from nightcrew.store import Database, Store, arun, operations, run
+from nightcrew.store import Database, ops
+from nightcrew.store.base import AsyncTarget, SyncTarget, arun_in, run_in
+from nightcrew.values import TaskView
 
-DatabaseLike = Database | str | None
+_VIEW_FIELDS = tuple(TaskView.__dataclass_fields__)
+
+DatabaseLike = Nightcrew | Database | str | None
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1  # the integer columns' range on PostgreSQL
-SyncTarget = Session | Connection
-AsyncTarget = AsyncSession | AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +47,13 @@ class TaskOptions:
     inactive: bool = False
 
 
-@functools.lru_cache(maxsize=16)
-def _database_for(url: str) -> Database:
-    return Database(url)
-
-
-def resolve_database(database: DatabaseLike, settings: Settings | None = None) -> Database:
-    """The database to write to: the one given, else the settings' URL, else the default."""
-    if isinstance(database, Database):
-        return database
-    return _database_for(database or (settings or Settings()).database_url)
+def as_utc(when: datetime) -> datetime:
+    """Aware UTC; a naive datetime is read as UTC, as the origin's columns mean it (its
+    examples pass ``datetime.utcnow()``)."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _check_options(o: TaskOptions) -> None:
-    if o.start_at is not None and o.start_at.tzinfo is None:
-        raise InvalidTaskOptions("start_at must be timezone-aware (use datetime.now(UTC))")
     if o.delay < 0:
         raise InvalidTaskOptions(f"delay must be >= 0 seconds, got {o.delay}")
     if not _INT32_MIN <= o.delay <= _INT32_MAX:
@@ -77,8 +72,8 @@ def _class_columns(
     if max_attempts < 1:
         raise InvalidTaskOptions(f"max_attempts must be >= 1, got {max_attempts}")
     timeout = cls.timeout if o.timeout is None else o.timeout
-    if timeout is not None and timeout <= 0:
-        raise InvalidTaskOptions(f"timeout must be > 0 seconds, got {timeout}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise InvalidTaskOptions(f"timeout must be a finite number of seconds > 0, got {timeout}")
     queue = cls.queue if o.queue is None else o.queue
     if not queue or len(queue) > 64:
         raise InvalidTaskOptions("queue must be 1 to 64 characters")
@@ -111,7 +106,7 @@ def build_rows(
     common = {
         "status": MaintenanceTaskStatus.INACTIVE if o.inactive else MaintenanceTaskStatus.PENDING,
         "delay": o.delay,
-        "start_at": o.start_at or now + timedelta(seconds=o.delay),
+        "start_at": as_utc(o.start_at) if o.start_at else now + timedelta(seconds=o.delay),
         "attempts": 0,
         "unique_key": o.unique_key,
         "waiting_on": 0,
@@ -136,45 +131,46 @@ def build_rows(
     return rows
 
 
-def _rows(
-    processors: Sequence[MaintenanceTaskProcessor], options: TaskOptions, settings: Settings | None
-) -> list[dict[str, Any]]:
-    loader = loader_for(settings or Settings())
-    return build_rows(processors, options, loader, utcnow())
-
-
-def _to_task(row: Any) -> MaintenanceTask:
-    return MaintenanceTask.detached(row._mapping)
-
-
-def _sync_execute(
-    plan_for: Any,
-    session: SyncTarget | None,
+def _prepare(
+    processors: Sequence[MaintenanceTaskProcessor],
+    options: TaskOptions,
     database: DatabaseLike,
     settings: Settings | None,
-    *,
-    single: bool = False,
-) -> Any:
-    if session is not None:
-        conn = session.connection() if isinstance(session, Session) else session
-        return run(conn, plan_for(conn.dialect.name))
-    store = Store(resolve_database(database, settings))
-    return store.run(plan_for(store.dialect), single_statement=single)
+    session: object,
+) -> tuple[list[dict[str, Any]], Nightcrew | None, bool]:
+    """Rows checked against the app's allowlist; the app to write through (None when the
+    caller's session writes) and whether it was made here (then it is closed after)."""
+    if session is not None:  # the caller's transaction writes; an app only lends its loader
+        shared = database if isinstance(database, Nightcrew) else None
+        loader = shared.loader if shared else loader_for(settings or Settings())
+        return build_rows(processors, options, loader, utcnow()), shared, False
+    app, owned = app_for(database, settings)
+    try:
+        return build_rows(processors, options, app.loader, utcnow()), app, owned
+    except BaseException:
+        if owned:
+            app.close()
+        raise
 
 
-async def _async_execute(
-    plan_for: Any,
-    session: AsyncTarget | None,
-    database: DatabaseLike,
-    settings: Settings | None,
-    *,
-    single: bool = False,
-) -> Any:
-    if session is not None:
-        conn = await session.connection() if isinstance(session, AsyncSession) else session
-        return await arun(conn, plan_for(conn.dialect.name))
-    store = Store(resolve_database(database, settings))
-    return await store.arun(plan_for(store.dialect), single_statement=single)
+def _as_task(view: TaskView) -> MaintenanceTask:
+    """The origin's return value: a (detached) `MaintenanceTask` holding the stored row."""
+    return MaintenanceTask.detached({name: getattr(view, name) for name in _VIEW_FIELDS})
+
+
+def _options(
+    start_at: datetime | None,
+    delay: int,
+    priority: int | None,
+    queue: str | None,
+    max_attempts: int | None,
+    timeout: float | None,
+    unique_key: str | None,
+    inactive: bool,
+) -> TaskOptions:
+    return TaskOptions(
+        start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive
+    )
 
 
 def create_maintenance_task(
@@ -197,15 +193,18 @@ def create_maintenance_task(
     ``start_at`` defaults to now + ``delay``; an ``inactive`` task waits for an explicit
     activation, which sets ``start_at = now + delay``.
     """
-    options = TaskOptions(
+    options = _options(
         start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive
     )
-    (row,) = _rows([processor], options, settings)
-    single = row["unique_key"] is None
-    found = _sync_execute(
-        lambda d: operations.insert_one(d, row), session, database, settings, single=single
-    )
-    return _to_task(found)
+    (row,), app, owned = _prepare([processor], options, database, settings, session)
+    if session is not None:
+        return _as_task(run_in(session, app.events if app else None, ops.insert_one, row))
+    assert app is not None
+    try:
+        return _as_task(app.store.run(ops.insert_one, row))
+    finally:
+        if owned:
+            app.close()
 
 
 async def acreate_maintenance_task(
@@ -223,16 +222,19 @@ async def acreate_maintenance_task(
     database: DatabaseLike = None,
     settings: Settings | None = None,
 ) -> MaintenanceTask:
-    """Async twin of `create_maintenance_task`."""
-    options = TaskOptions(
+    """`create_maintenance_task` for async code (``session``: an async session or connection)."""
+    options = _options(
         start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive
     )
-    (row,) = _rows([processor], options, settings)
-    single = row["unique_key"] is None
-    found = await _async_execute(
-        lambda d: operations.insert_one(d, row), session, database, settings, single=single
-    )
-    return _to_task(found)
+    (row,), app, owned = _prepare([processor], options, database, settings, session)
+    if session is not None:
+        return _as_task(await arun_in(session, app.events if app else None, ops.insert_one, row))
+    assert app is not None
+    try:
+        return _as_task(await app.store.arun(ops.insert_one, row))
+    finally:
+        if owned:
+            await app.aclose()
 
 
 def create_maintenance_tasks(
@@ -244,13 +246,17 @@ def create_maintenance_tasks(
     settings: Settings | None = None,
 ) -> list[int]:
     """Create many tasks in one multi-row insert; returns their ids in order."""
-    rows = _rows(processors, options or TaskOptions(), settings)
-    if not rows:
+    if not processors:
         return []
-    ids: list[int] = _sync_execute(
-        lambda d: operations.insert_tasks(d, rows), session, database, settings
-    )
-    return ids
+    rows, app, owned = _prepare(processors, options or TaskOptions(), database, settings, session)
+    if session is not None:
+        return run_in(session, app.events if app else None, ops.insert_tasks, rows)
+    assert app is not None
+    try:
+        return app.store.run(ops.insert_tasks, rows)
+    finally:
+        if owned:
+            app.close()
 
 
 async def acreate_maintenance_tasks(
@@ -261,11 +267,15 @@ async def acreate_maintenance_tasks(
     database: DatabaseLike = None,
     settings: Settings | None = None,
 ) -> list[int]:
-    """Async twin of `create_maintenance_tasks`."""
-    rows = _rows(processors, options or TaskOptions(), settings)
-    if not rows:
+    """`create_maintenance_tasks` for async code."""
+    if not processors:
         return []
-    ids: list[int] = await _async_execute(
-        lambda d: operations.insert_tasks(d, rows), session, database, settings
-    )
-    return ids
+    rows, app, owned = _prepare(processors, options or TaskOptions(), database, settings, session)
+    if session is not None:
+        return await arun_in(session, app.events if app else None, ops.insert_tasks, rows)
+    assert app is not None
+    try:
+        return await app.store.arun(ops.insert_tasks, rows)
+    finally:
+        if owned:
+            await app.aclose()

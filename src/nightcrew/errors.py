@@ -40,7 +40,29 @@ class InvalidTransition(NightcrewError):
 
 
 class DatabaseError(NightcrewError):
-    """The database refused or failed an operation; the driver's error is the `__cause__`."""
+    """The database refused or failed an operation; the driver's error is the `__cause__`.
+
+    ``transient`` says whether trying again later can help: a server that is restarting or
+    a dropped connection can heal; a missing schema, a wrong password or an unknown
+    database cannot, and a worker stops at once with the message instead of retrying.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The server cannot be reached or is restarting: worth retrying with backoff."""
+
+    transient = True
+
+
+class SchemaMissing(DatabaseError):
+    """nightcrew's tables are not there: run ``nightcrew db upgrade`` first."""
 
 
 class RetryTask(NightcrewError):
@@ -49,6 +71,11 @@ class RetryTask(NightcrewError):
     def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class ProcessorImportError(ProcessorNotAllowed):
+    """An allowlisted processor module raised while it was imported (not an ImportError):
+    the task cannot run until the module is fixed, so it ends ERROR with this reason."""
 
 
 class FailTask(NightcrewError):

@@ -12,6 +12,7 @@ import contextvars
 import inspect
 import json
 import logging
+import math
 import time
 import traceback
 from collections.abc import Generator
@@ -19,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from nightcrew.errors import FailTask, NightcrewError, RetryTask
+from nightcrew.errors import FailTask, InvalidTaskOptions, NightcrewError, RetryTask
 from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, utcnow
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
 from nightcrew.retry import backoff_seconds
-from nightcrew.store.tasks import ClaimedTask, Outcome
+from nightcrew.values import ClaimedTask, Outcome, StopReason
 
 log = logging.getLogger("nightcrew.execution")
 S = MaintenanceTaskStatus
@@ -34,14 +35,6 @@ PROGRESS_INTERVAL = 0.25
 
 class TaskTimedOut(NightcrewError):
     """The task ran past its ``timeout``; it was cancelled (a sync one keeps its thread)."""
-
-
-class StopReason:
-    """Why the worker cancelled a run; decides the status the task ends in."""
-
-    CANCEL = "cancel requested"
-    SHUTDOWN = "worker shutting down"
-    LEASE_LOST = "lease lost"
 
 
 @dataclass(eq=False)
@@ -56,7 +49,7 @@ class RunContext:
     started: float = field(default_factory=time.monotonic)
     progress: tuple[float, str | None] | None = None
     progress_dirty: bool = False
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
 
     @property
     def task_id(self) -> int:
@@ -150,8 +143,8 @@ def _error_of(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class Executor:
-    """Runs claimed tasks with one loader and one set of limits."""
+class TaskRunner:
+    """Runs one claimed task at a time to its outcome, with one loader and one set of limits."""
 
     loader: ProcessorLoader
     max_info_bytes: int
@@ -163,6 +156,12 @@ class Executor:
         claimed = ctx.claimed
         try:
             processor = self.loader.load(claimed.processor_type, claimed.processor_json)
+            if claimed.timeout is not None and not (
+                math.isfinite(claimed.timeout) and claimed.timeout > 0
+            ):
+                raise InvalidTaskOptions(
+                    f"stored timeout {claimed.timeout!r} is not a positive number of seconds"
+                )
         except NightcrewError as exc:
             # Not retryable: the row itself is bad (not allowlisted, invalid config).
             return self._fail(ctx, exc, retry=False, with_traceback=False)
@@ -208,7 +207,7 @@ class Executor:
         if result is not None and not isinstance(result, dict):
             result = {"result": result}
         if not result:  # None or {}: nothing to check (the common case of a no-op)
-            return Outcome(ctx.task_id, ctx.claimed.attempt, S.COMPLETED, result)
+            return self._outcome(ctx, S.COMPLETED, result)
         try:
             size = len(json.dumps(result).encode())
         except (TypeError, ValueError) as exc:
@@ -217,18 +216,38 @@ class Executor:
         if size > self.max_info_bytes:
             big = ValueError(f"info is {size} bytes, more than the limit of {self.max_info_bytes}")
             return self._fail(ctx, big, retry=False, with_traceback=False)
-        return Outcome(ctx.task_id, ctx.claimed.attempt, S.COMPLETED, result)
+        return self._outcome(ctx, S.COMPLETED, result)
+
+    @staticmethod
+    def _outcome(
+        ctx: RunContext,
+        status: MaintenanceTaskStatus,
+        info: dict[str, Any] | None,
+        error: dict[str, Any] | None = None,
+        start_at: datetime | None = None,
+        attempt_counted: bool = True,
+    ) -> Outcome:
+        return Outcome(
+            ctx.claimed,
+            status,
+            info,
+            error,
+            start_at,
+            attempt_counted,
+            ctx.progress,
+            time.monotonic() - ctx.started,
+        )
 
     def stopped(self, ctx: RunContext) -> Outcome:
         """The outcome of a run the worker cancelled, by the reason it gave."""
-        claimed = ctx.claimed
-        if ctx.stop_reason == StopReason.CANCEL:
+        if ctx.stop_reason is StopReason.CANCEL:
             info = {"cancelled": True, "error": "cancelled while running"}
-            return Outcome(ctx.task_id, claimed.attempt, S.CANCELLED, info)
+            return self._outcome(ctx, S.CANCELLED, info)
         # Shutdown (or anything else that stopped us): hand the task back without spending
         # the attempt, so another worker takes it at once.
-        info = {"error": f"interrupted: {ctx.stop_reason or 'cancelled'}", "interrupted": True}
-        return Outcome(ctx.task_id, claimed.attempt, S.PENDING, info, None, utcnow(), False)
+        reason = ctx.stop_reason.value if ctx.stop_reason else "cancelled"
+        info = {"error": f"interrupted: {reason}", "interrupted": True}
+        return self._outcome(ctx, S.PENDING, info, None, utcnow(), attempt_counted=False)
 
     def _fail(
         self,
@@ -251,5 +270,5 @@ class Executor:
             start_at = utcnow() + timedelta(seconds=max(0.0, delay))
             info["retry_at"] = start_at.isoformat()
             info["attempt"] = claimed.attempt
-            return Outcome(ctx.task_id, claimed.attempt, S.PENDING, info, error, start_at)
-        return Outcome(ctx.task_id, claimed.attempt, S.ERROR, info, error)
+            return self._outcome(ctx, S.PENDING, info, error, start_at)
+        return self._outcome(ctx, S.ERROR, info, error)

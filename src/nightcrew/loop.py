@@ -16,7 +16,7 @@ from nightcrew.settings import Settings
 R = TypeVar("R")
 
 
-def run(coro: Coroutine[Any, Any, R], settings: Settings) -> R:
+def run_loop(coro: Coroutine[Any, Any, R], settings: Settings) -> R:
     """``asyncio.run`` on the loop the settings ask for.
 
     uvloop's loop schedules callbacks and tasks in C; on a worker of no-op tasks it is

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import re
@@ -12,7 +11,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from nightcrew.errors import InvalidProcessorConfig, PayloadTooLarge, ProcessorNotAllowed
+from nightcrew.errors import (
+    InvalidProcessorConfig,
+    PayloadTooLarge,
+    ProcessorImportError,
+    ProcessorNotAllowed,
+)
 
 if TYPE_CHECKING:
     from nightcrew.models import MaintenanceTask
@@ -28,7 +32,10 @@ class MaintenanceTaskProcessor(BaseModel, ABC):
     that a task can override when it is created.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    #: Unknown keys in a stored configuration are kept and ignored, as under the origin
+    #: (whose own rows carry such keys); a processor opts into strict fields with
+    #: ``model_config = ConfigDict(extra="forbid")``.
+    model_config = ConfigDict(extra="allow", frozen=False)
 
     max_attempts: ClassVar[int] = 1
     timeout: ClassVar[float | None] = None
@@ -44,6 +51,14 @@ class MaintenanceTaskProcessor(BaseModel, ABC):
     @classmethod
     def class_path(cls) -> str:
         return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def unknown_fields(processor: BaseModel) -> list[str]:
+    """Keys of a configuration that no field of the processor declares (kept, ignored).
+
+    The CLI and the API warn about them: usually a typo of a field's name.
+    """
+    return sorted((processor.model_extra or {}).keys())
 
 
 def _describe_validation(exc: ValidationError) -> str:
@@ -90,7 +105,13 @@ class ProcessorLoader:
             raise ProcessorNotAllowed(
                 f"processor module {module_name!r} cannot be imported: {exc}"
             ) from exc
+        except Exception as exc:  # the module itself raised while being imported
+            raise ProcessorImportError(
+                f"processor module {module_name!r} raised on import: {type(exc).__name__}: {exc}"
+            ) from exc
         cls = getattr(module, attr, None)
+        if cls is None:
+            raise ProcessorNotAllowed(f"processor {class_path!r} not found in {module_name!r}")
         if not (isinstance(cls, type) and issubclass(cls, MaintenanceTaskProcessor)):
             raise ProcessorNotAllowed(f"{class_path!r} is not a MaintenanceTaskProcessor subclass")
         if inspect.isabstract(cls):
@@ -131,14 +152,11 @@ class ProcessorLoader:
         return data
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_loader(modules: tuple[str, ...], max_json_bytes: int) -> ProcessorLoader:
-    return ProcessorLoader(modules, max_json_bytes=max_json_bytes)
-
-
 def loader_for(settings: Any) -> ProcessorLoader:
-    """The loader for a `Settings`; shared per allowlist so resolved classes are cached."""
-    return _cached_loader(tuple(settings.processor_modules), settings.max_processor_json_bytes)
+    """A loader for a `Settings`' allowlist and size bound (an app keeps one for its life)."""
+    return ProcessorLoader(
+        settings.processor_modules, max_json_bytes=settings.max_processor_json_bytes
+    )
 
 
 def default_loader() -> ProcessorLoader:

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     max_processor_json_bytes: int = Field(default=64 * 1024, ge=2)
     max_info_bytes: int = Field(default=1024 * 1024, ge=2)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    #: Times a task may lose its worker (lease expired) before it ends ERROR as poison.
+    max_rescues: int = Field(default=3, ge=0, le=1000)
+    #: A WORKING row without any lease (left by the origin's runner, or by a crash during a
+    #: deploy) ends ERROR once its ``started_at`` is this old: the origin's one hour.
+    stale_working_seconds: float = Field(default=3600.0, gt=0)
     #: The event loop of ``nightcrew worker`` / ``run``: uvloop when installed ("auto").
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 

@@ -16,9 +16,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from nightcrew.app import Nightcrew
 from nightcrew.errors import ConfigurationError
 from nightcrew.settings import Settings
-from nightcrew.store import Database, Store
 
 #: Tables and panels go to stdout; one-line messages are written with `say`/`print_error`
 #: instead, because Rich wraps long lines at the terminal width (80 when piped) and a
@@ -62,13 +62,23 @@ def state(ctx: typer.Context) -> CliState:
 
 
 @contextmanager
-def open_store(settings: Settings) -> Iterator[Store]:
-    """A store whose connections are closed when the command ends (SQLite keeps a file lock)."""
-    database = Database(settings.database_url)
+def open_app(settings: Settings) -> Iterator[Nightcrew]:
+    """An app whose connections are closed when the command ends (SQLite keeps a file lock)."""
+    app = Nightcrew(settings)
     try:
-        yield Store(database)
+        yield app
     finally:
-        database.dispose()
+        app.close()
+
+
+def cli_actor() -> str:
+    """Who runs this command, for the events and the audit log: ``cli:<login name>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name in this environment (a container, say)
+        return "cli"
 
 
 def one_line(text: str) -> str:
@@ -80,11 +90,17 @@ def say(message: str) -> None:
     typer.echo(message)
 
 
+def warn(message: str) -> None:
+    typer.echo(f"warning: {one_line(message)}", err=True)
+
+
 def print_error(message: str) -> None:
     typer.echo(f"error: {one_line(message)}", err=True)
 
 
 def format_time(value: datetime | None) -> str:
+    """``YYYY-MM-DD HH:MM:SSZ`` in UTC, with the year always four digits (year 1 too)."""
     if value is None:
         return "-"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    v = value.astimezone(UTC)
+    return f"{v.year:04d}-{v:%m-%d %H:%M:%S}Z"

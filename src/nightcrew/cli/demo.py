@@ -30,15 +30,16 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from nightcrew import logs
-from nightcrew import loop as event_loop
+from nightcrew import actions, logs
+from nightcrew.app import Nightcrew
 from nightcrew.cli.common import console, one_line, say, state
 from nightcrew.errors import ConfigurationError, NightcrewError
+from nightcrew.loop import run_loop
 from nightcrew.models import MaintenanceTaskStatus
 from nightcrew.settings import Settings
-from nightcrew.store import Database, Store, arun, normalize_url, operations
+from nightcrew.store import ops
+from nightcrew.values import TaskFilter
 from nightcrew.worker import Worker
 
 if TYPE_CHECKING:
@@ -151,66 +152,65 @@ async def run_workers(settings: Settings, workers: int, total_tasks: int) -> flo
     A worker that crashes makes this raise (the demo broke); Ctrl-C stops the workers,
     which hand their in-flight tasks back.
     """
-    crew = [Worker(settings, concurrency=settings.concurrency) for _ in range(workers)]
+    async with Nightcrew(settings) as app:
+        crew = [Worker(app=app) for _ in range(workers)]
+        return await _drive(app, crew, total_tasks)
+
+
+async def _drive(app: Nightcrew, crew: list[Worker], total_tasks: int) -> float:
     started = time.monotonic()
 
     async def run_all() -> float:
         await asyncio.gather(*(worker.run(until_idle=True) for worker in crew))
         return time.monotonic()
 
-    # The poller only reads, on an engine without nightcrew's ``BEGIN IMMEDIATE`` hook: in
-    # WAL mode a plain read never waits for, nor holds up, the workers' write lock.
-    reader = create_async_engine(normalize_url(settings.database_url, is_async=True))
     columns = (
         TextColumn("[bold]upgrading users[/]"),
         BarColumn(bar_width=24),
         TaskProgressColumn(),
         TextColumn("{task.fields[detail]}"),
     )
-    try:
-        with Progress(*columns, console=console) as progress:
-            # Only the engine's own failures are logged, above the bar; ERROR tasks are
-            # expected here and listed in the summary instead.
-            logs.configure("ERROR")
-            zero = dict.fromkeys(S, 0)
-            bar = progress.add_task(
-                "upgrade", total=total_tasks, detail=_progress_detail(zero, total_tasks)
-            )
-            # More than the slots: a finished task stays WORKING until its outcome is
-            # flushed, while its slot already runs the next one.
-            slots = len(crew) * settings.concurrency
-            running_filter = {"statuses": [S.WORKING], "limit": 2 * slots + 100}
-            runs = asyncio.ensure_future(run_all())
-            try:
-                while True:
-                    await asyncio.wait({runs}, timeout=POLL_SECONDS)
-                    async with reader.connect() as conn:
-                        counts = await arun(conn, operations.count_by_status())
-                        working = await arun(conn, operations.list_tasks(**running_filter))
-                    finished = counts[S.COMPLETED] + counts[S.ERROR] + counts[S.CANCELLED]
-                    # Running tasks count by the progress they report (report_progress),
-                    # so the bar moves while a round of tasks is still in flight.
-                    partial = sum((row.progress or 0.0) for row in working) / 100
-                    progress.update(
-                        bar,
-                        completed=finished + partial,
-                        detail=_progress_detail(counts, total_tasks),
-                    )
-                    if runs.done():
-                        break
-            except BaseException:
-                for worker in crew:
-                    worker.request_stop()
-                await asyncio.gather(runs, return_exceptions=True)
-                raise
-            ended = runs.result()  # re-raises a worker's crash
-    finally:
-        await reader.dispose()
+    with Progress(*columns, console=console) as progress:
+        # Only the engine's own failures are logged, above the bar; ERROR tasks are
+        # expected here and listed in the summary instead.
+        logs.configure("ERROR")
+        zero = dict.fromkeys(S, 0)
+        bar = progress.add_task(
+            "upgrade", total=total_tasks, detail=_progress_detail(zero, total_tasks)
+        )
+        # More than the slots: a finished task stays WORKING until its outcome is
+        # flushed, while its slot already runs the next one.
+        slots = sum(worker.concurrency for worker in crew)
+        running = TaskFilter(statuses=(S.WORKING,), limit=2 * slots + 100)
+        runs = asyncio.ensure_future(run_all())
+        try:
+            while True:
+                await asyncio.wait({runs}, timeout=POLL_SECONDS)
+                # Reads in WAL mode never wait for, nor hold up, the workers' writes.
+                counts = await app.store.arun(ops.count_by_status)
+                working = (await app.store.arun(ops.list_tasks, running)).tasks
+                finished = counts[S.COMPLETED] + counts[S.ERROR] + counts[S.CANCELLED]
+                # Running tasks count by the progress they report (report_progress),
+                # so the bar moves while a round of tasks is still in flight.
+                partial = sum((task.progress or 0.0) for task in working) / 100
+                progress.update(
+                    bar,
+                    completed=finished + partial,
+                    detail=_progress_detail(counts, total_tasks),
+                )
+                if runs.done():
+                    break
+        except BaseException:
+            for worker in crew:
+                worker.request_stop()
+            await asyncio.gather(runs, return_exceptions=True)
+            raise
+        ended = runs.result()  # re-raises a worker's crash
     return ended - started
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class DemoSummary:
     """What the database says after the run: the demo's summary is made of this only."""
 
     counts: dict[MaintenanceTaskStatus, int]
@@ -226,27 +226,23 @@ class Outcome:
         return self.counts[S.PENDING] + self.counts[S.WORKING]
 
 
-def read_outcome(settings: Settings) -> Outcome:
+def read_summary(settings: Settings) -> DemoSummary:
     import json
 
     from nightcrew_examples import count_users_by_version
 
-    database = Database(settings.database_url)
-    try:
-        store = Store(database)
-        counts = store.run(operations.count_by_status())
-        rows = store.run(operations.list_tasks(statuses=[S.ERROR], limit=SHOWN_ERRORS))
-    finally:
-        database.dispose()
+    with Nightcrew(settings) as app:
+        counts = actions.count(app)
+        rows = actions.list_tasks(app, statuses=[S.ERROR], limit=SHOWN_ERRORS).tasks
     errors = []
     for row in sorted(rows, key=lambda r: int(r.id)):
         users = len(json.loads(row.processor_json).get("user_ids", []))
         errors.append((int(row.id), users, str((row.info or {}).get("error", "?"))))
-    return Outcome(counts, count_users_by_version(settings.database_url), errors)
+    return DemoSummary(counts, count_users_by_version(settings.database_url), errors)
 
 
 def print_summary(
-    outcome: Outcome, report: SeedReport, *, elapsed: float, workers: int, concurrency: int
+    outcome: DemoSummary, report: SeedReport, *, elapsed: float, workers: int, concurrency: int
 ) -> None:
     from nightcrew_examples import CURRENT_USER_SETTINGS_VERSION as CURRENT
 
@@ -373,8 +369,8 @@ def demo(
         f"{len(task_ids)} upgrade tasks enqueued (up to 100 users each)"
     )
 
-    elapsed = event_loop.run(run_workers(settings, workers, len(task_ids)), settings)
-    outcome = read_outcome(settings)
+    elapsed = run_loop(run_workers(settings, workers, len(task_ids)), settings)
+    outcome = read_summary(settings)
     print_summary(outcome, report, elapsed=elapsed, workers=workers, concurrency=concurrency)
     if outcome.unfinished:
         raise DemoFailed(

@@ -7,8 +7,12 @@ a refused command leaves the database as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from datetime import datetime
+from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,11 +20,12 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
-from nightcrew.cli.common import console, format_time, open_store, say, state
+from nightcrew import actions
+from nightcrew.cli.common import cli_actor, console, format_time, open_app, say, state, warn
 from nightcrew.enqueue import create_maintenance_task
 from nightcrew.models import MaintenanceTaskStatus, utcnow
-from nightcrew.processors import loader_for
-from nightcrew.store import operations
+from nightcrew.processors import unknown_fields
+from nightcrew.values import TaskView
 
 commands = typer.Typer()
 tasks_app = typer.Typer(help="List, inspect and steer tasks.", no_args_is_help=True)
@@ -53,16 +58,65 @@ def parse_aware_datetime(value: str) -> datetime:
     return parsed
 
 
-def _check_json_object(text: str) -> None:
-    """Catch malformed ``--json`` as a usage error, before the processor is even resolved."""
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_config(value: str) -> str:
+    """The configuration text of ``--json``: inline, ``@FILE``, or ``-`` for stdin.
+
+    Checked as a JSON object before the processor is even resolved: malformed JSON, NaN
+    or Infinity (which JSON does not have, and a database would store as null), and
+    nesting too deep to parse are usage errors, not tracebacks.
+    """
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {value[1:]}: {exc}", param_hint="'--json'"
+            ) from None
+    else:
+        text = value
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise typer.BadParameter("nested too deeply", param_hint="'--json'") from None
     except ValueError as exc:
         raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="'--json'") from None
     if not isinstance(data, dict):
         raise typer.BadParameter(
             f"must be a JSON object, got {type(data).__name__}", param_hint="'--json'"
         )
+    return text
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def task_json(task: TaskView) -> dict[str, Any]:
+    """A task as the ``--json`` output shows it: columns, times as ISO 8601, the
+    configuration as an object."""
+    data = {k: _plain(v) for k, v in dataclasses.asdict(task).items()}
+    try:
+        data["config"] = json.loads(task.processor_json)
+    except ValueError:
+        data["config"] = None
+    return data
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+JsonOutOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 
 
 @commands.command("enqueue")
@@ -77,7 +131,11 @@ def enqueue(
         ),
     ],
     config_json: Annotated[
-        str, typer.Option("--json", help="The processor's configuration as a JSON object.")
+        str,
+        typer.Option(
+            "--json",
+            help="The processor's configuration as a JSON object; @FILE reads a file, - stdin.",
+        ),
     ] = "{}",
     start_at: Annotated[
         datetime | None,
@@ -130,10 +188,18 @@ def enqueue(
 ) -> None:
     """Create a task for PROCESSOR_PATH, configured by --json."""
     settings = state(ctx).settings()
-    _check_json_object(config_json)
-    processor = loader_for(settings).load(processor_path, config_json)
+    if start_at is not None and delay:
+        raise typer.BadParameter("give --start-at or --delay, not both", param_hint="'--delay'")
+    config = read_config(config_json)
     before = utcnow()
-    with open_store(settings) as store:
+    with open_app(settings) as app:
+        processor = app.loader.load(processor_path, config)
+        extra = unknown_fields(processor)
+        if extra:
+            warn(
+                f"{processor_path} declares no field {', '.join(map(repr, extra))}: "
+                "kept in the configuration, ignored by the processor"
+            )
         task = create_maintenance_task(
             processor,
             start_at,
@@ -144,8 +210,7 @@ def enqueue(
             timeout=timeout,
             unique_key=unique_key,
             inactive=inactive,
-            database=store.database,
-            settings=settings,
+            database=app,
         )
     if unique_key is not None and task.created_at < before:
         say(
@@ -176,7 +241,9 @@ def list_tasks(
     processor: Annotated[
         str | None,
         typer.Option(
-            "--processor", help="Only this processor (full class path).", show_default=False
+            "--processor",
+            help="Only this processor: its class path, or the class name tasks ls shows.",
+            show_default=False,
         ),
     ] = None,
     queue: Annotated[
@@ -192,27 +259,31 @@ def list_tasks(
             show_default=False,
         ),
     ] = None,
+    as_json: JsonOutOpt = False,
 ) -> None:
     """List tasks, newest first."""
     settings = state(ctx).settings()
-    with open_store(settings) as store:
-        rows = store.run(
-            operations.list_tasks(
-                statuses=status or (),
-                processor=processor,
-                queue=queue,
-                before_id=before_id,
-                limit=limit,
-            )
+    with open_app(settings) as app:
+        page = actions.list_tasks(
+            app,
+            statuses=status or (),
+            processor=processor,
+            queue=queue,
+            before_id=before_id,
+            limit=limit,
         )
+    rows = page.tasks
+    if as_json:
+        print_json({"tasks": [task_json(t) for t in rows], "next_before_id": page.next_before_id})
+        return
     if not rows:
         say("no tasks")
         return
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     table.add_column("id", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("processor", overflow="fold", min_width=10)
-    table.add_column("queue", overflow="fold", min_width=7)
+    table.add_column("processor", no_wrap=True, overflow="ellipsis", min_width=10)
+    table.add_column("queue", no_wrap=True, overflow="ellipsis", min_width=7)
     table.add_column("prio", justify="right", no_wrap=True)
     table.add_column("attempts", justify="right", no_wrap=True)
     # Times may wrap at the space between date and time: the table fits 80 columns.
@@ -223,7 +294,7 @@ def list_tasks(
         table.add_row(
             str(row.id),
             _status_text(row.status),
-            Text(row.processor_type.rpartition(".")[2]),
+            Text(row.processor_name),
             Text(row.queue),
             str(row.priority),
             f"{row.attempts}/{row.max_attempts}",
@@ -231,8 +302,8 @@ def list_tasks(
             format_time(row.updated_at),
             _progress(row.progress),
         )
-    if len(rows) == limit:
-        table.caption = f"next page: --before-id {rows[-1].id}"
+    if page.next_before_id is not None:
+        table.caption = f"next page: --before-id {page.next_before_id}"
     console.print(table)
 
 
@@ -240,11 +311,15 @@ def list_tasks(
 def show_task(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", min=1, show_default=False)],
+    as_json: JsonOutOpt = False,
 ) -> None:
     """Everything about one task: fields, configuration, info and error."""
     settings = state(ctx).settings()
-    with open_store(settings) as store:
-        row = store.run(operations.get_task(task_id))
+    with open_app(settings) as app:
+        row = actions.get(app, task_id)
+    if as_json:
+        print_json(task_json(row))
+        return
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold", no_wrap=True)
     fields.add_column(overflow="fold")
@@ -266,8 +341,8 @@ def activate_task(
 ) -> None:
     """Make an INACTIVE task PENDING, due after its delay."""
     settings = state(ctx).settings()
-    with open_store(settings) as store:
-        row = store.run(operations.activate(store.dialect, task_id, utcnow()))
+    with open_app(settings) as app:
+        row = actions.activate(app, task_id, actor=cli_actor())
     say(f"task {row.id} is now {row.status}, due {format_time(row.start_at)}")
 
 
@@ -278,8 +353,8 @@ def cancel_task(
 ) -> None:
     """Cancel a task; a WORKING one is asked to stop and is cancelled by its worker."""
     settings = state(ctx).settings()
-    with open_store(settings) as store:
-        row = store.run(operations.cancel(store.dialect, task_id, utcnow()))
+    with open_app(settings) as app:
+        row = actions.cancel(app, task_id, actor=cli_actor())
     if row.status == S.WORKING:
         say(f"task {row.id} is WORKING: cancel requested, its worker will stop it")
     else:
@@ -293,8 +368,8 @@ def retry_task(
 ) -> None:
     """Run an ERROR or CANCELLED task again, now, with fresh attempts."""
     settings = state(ctx).settings()
-    with open_store(settings) as store:
-        row = store.run(operations.retry(store.dialect, task_id, utcnow()))
+    with open_app(settings) as app:
+        row = actions.retry(app, task_id, actor=cli_actor())
     say(f"task {row.id} is now {row.status}, due {format_time(row.start_at)}")
 
 
@@ -306,7 +381,7 @@ def _progress(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def _fields(row: Any) -> list[tuple[str, Text | str]]:
+def _fields(row: TaskView) -> list[tuple[str, Text | str]]:
     progress = _progress(row.progress)
     if row.progress_message:
         progress += f" {row.progress_message}"
@@ -317,6 +392,7 @@ def _fields(row: Any) -> list[tuple[str, Text | str]]:
         ("queue", Text(row.queue)),
         ("priority", str(row.priority)),
         ("attempts", f"{row.attempts}/{row.max_attempts}"),
+        ("rescues", str(row.rescues)),
         ("timeout", "-" if row.timeout is None else f"{row.timeout:g}s"),
         ("delay", f"{row.delay}s"),
         ("unique_key", Text(row.unique_key or "-")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import signal
 import subprocess
@@ -13,9 +14,10 @@ from typing import Annotated
 import typer
 
 from nightcrew import logs
-from nightcrew import loop as event_loop
+from nightcrew.app import Nightcrew
 from nightcrew.cli.common import CliState, say, state
 from nightcrew.errors import ConfigurationError
+from nightcrew.loop import run_loop
 from nightcrew.settings import Settings
 from nightcrew.worker import Worker
 
@@ -33,7 +35,19 @@ LimitOpt = Annotated[
     list[str] | None,
     typer.Option("--queue-limit", help="QUEUE=N: at most N tasks of QUEUE at once (repeatable)."),
 ]
-LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG logs every completion.")]
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+LogLevelOpt = Annotated[
+    LogLevel,
+    typer.Option("--log-level", case_sensitive=False, help="DEBUG logs every completion."),
+]
 LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="One JSON object per log line.")]
 
 
@@ -56,33 +70,41 @@ def _limits(values: list[str] | None) -> dict[str, int]:
     return limits
 
 
-def _make_worker(
-    settings: Settings, queues: str | None, concurrency: int | None, limits: list[str] | None
-) -> Worker:
-    return Worker(
-        settings, queues=_queues(queues), concurrency=concurrency, queue_limits=_limits(limits)
-    )
+def _run(
+    settings: Settings,
+    queues: str | None,
+    concurrency: int | None,
+    limits: list[str] | None,
+    *,
+    until_idle: bool,
+) -> int:
+    """Run a worker with signal handling: the first SIGTERM/SIGINT drains (the grace
+    period), a second one stops at once, handing running tasks back. Returns the number
+    of outcomes written; raises what stopped the worker if it could not do its job."""
+    served, queue_limits = _queues(queues), _limits(limits)
 
-
-def _run(worker: Worker, *, until_idle: bool) -> None:
-    """Run with signal handling: the first SIGTERM/SIGINT drains, a second one hurries."""
-
-    async def main() -> None:
+    async def main() -> int:
         loop = asyncio.get_running_loop()
         signals = 0
+        async with Nightcrew(settings) as app:
+            worker = Worker(
+                app=app, queues=served, concurrency=concurrency, queue_limits=queue_limits
+            )
 
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                worker.settings.shutdown_grace_seconds = 0
-            worker.request_stop()
+            def on_signal() -> None:
+                nonlocal signals
+                signals += 1
+                if signals > 1:
+                    worker.hurry()
+                else:
+                    worker.request_stop()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        await worker.run(until_idle=until_idle)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal)
+            await worker.run(until_idle=until_idle)
+            return worker.processed
 
-    event_loop.run(main(), worker.settings)
+    return run_loop(main(), settings)
 
 
 @commands.command("worker")
@@ -91,13 +113,13 @@ def worker_command(
     queues: QueuesOpt = None,
     concurrency: ConcurrencyOpt = None,
     queue_limit: LimitOpt = None,
-    log_level: LogLevelOpt = "INFO",
+    log_level: LogLevelOpt = LogLevel.INFO,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (then finish or hand back in-flight tasks)."""
     settings = state(ctx).settings()
-    logs.configure(log_level, as_json=log_json)
-    _run(_make_worker(settings, queues, concurrency, queue_limit), until_idle=False)
+    logs.configure(log_level.value, as_json=log_json)
+    _run(settings, queues, concurrency, queue_limit, until_idle=False)
 
 
 def _detach(cli: CliState, log_file: Path, args: list[str]) -> None:
@@ -134,7 +156,7 @@ def run_command(
     queues: QueuesOpt = None,
     concurrency: ConcurrencyOpt = None,
     queue_limit: LimitOpt = None,
-    log_level: LogLevelOpt = "INFO",
+    log_level: LogLevelOpt = LogLevel.INFO,
     log_json: LogJsonOpt = False,
 ) -> None:
     """The deploy-time runner: rescue abandoned tasks, run all due ones, exit 0.
@@ -147,7 +169,7 @@ def run_command(
     cli = state(ctx)
     settings = cli.settings()  # validate before detaching, so errors show here
     if detach:
-        args = ["--log-level", log_level]
+        args = ["--log-level", log_level.value]
         if log_json:
             args.append("--log-json")
         if queues:
@@ -158,7 +180,6 @@ def run_command(
             args += ["--queue-limit", item]
         _detach(cli, log_file, args)
         return
-    logs.configure(log_level, as_json=log_json)
-    worker = _make_worker(settings, queues, concurrency, queue_limit)
-    _run(worker, until_idle=True)
-    say(f"run --once finished: {worker.processed} task(s) processed")
+    logs.configure(log_level.value, as_json=log_json)
+    processed = _run(settings, queues, concurrency, queue_limit, until_idle=True)
+    say(f"run --once finished: {processed} task(s) processed")

@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import BigInteger, TextualSelect, text
 
 from nightcrew.models import MaintenanceTask
-from nightcrew.store.tasks import stored_timestamp
+from nightcrew.store.statements import stored_timestamp
+from nightcrew.values import Dialect
 
 #: The columns an enqueue writes, with their PostgreSQL types (SQLite needs none).
 COLUMNS: dict[str, str] = {
@@ -41,7 +42,7 @@ COLUMNS: dict[str, str] = {
 }
 
 
-def _plain(dialect: str, value: Any) -> Any:
+def _plain(dialect: Dialect, value: Any) -> Any:
     """A value as the statement binds it: datetimes as each database stores them."""
     if isinstance(value, datetime):
         return stored_timestamp(dialect, value)
@@ -50,7 +51,7 @@ def _plain(dialect: str, value: Any) -> Any:
     return value
 
 
-def _element(dialect: str, name: str, index: int | None) -> str:
+def _element(dialect: Dialect, name: str, index: int | None) -> str:
     """The SQL reading column ``name`` from the current JSON element (``index`` None: the
     element itself is the value)."""
     sql_type = COLUMNS[name]
@@ -62,7 +63,7 @@ def _element(dialect: str, name: str, index: int | None) -> str:
 
 
 def bulk_insert(
-    dialect: str, rows: Sequence[dict[str, Any]]
+    dialect: Dialect, rows: Sequence[dict[str, Any]]
 ) -> tuple[TextualSelect, dict[str, Any]]:
     """``INSERT ... SELECT`` of ``rows`` (dicts of `COLUMNS`), returning their ids."""
     first = rows[0]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import time
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from nightcrew.errors import ConfigurationError
-from nightcrew.store import postgres, sqlite
+from nightcrew.values import Dialect
 
-Dialect = Literal["postgresql", "sqlite"]
+#: SQLite: how long a writer waits for another process's write lock (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Execution options of a connection that only reads (SQLite: a deferred transaction).
+READ_ONLY = {"nightcrew_read_only": True}
 
 _DRIVERS: dict[tuple[str, bool], str] = {
     ("postgresql", False): "postgresql+psycopg",
@@ -72,7 +76,8 @@ class Database:
         engine = self._sync.get(autocommit)
         if engine is None:
             engine = create_engine(self.url, **self._options(autocommit))
-            (postgres if self.is_postgres else sqlite).configure_engine(engine)
+            if not self.is_postgres:
+                _configure_sqlite_engine(engine)
             self._sync[autocommit] = engine
         return engine
 
@@ -80,7 +85,8 @@ class Database:
         engine = self._async.get(autocommit)
         if engine is None:
             engine = create_async_engine(self.async_url, **self._options(autocommit))
-            (postgres if self.is_postgres else sqlite).configure_engine(engine.sync_engine)
+            if not self.is_postgres:
+                _configure_sqlite_engine(engine.sync_engine)
             self._async[autocommit] = engine
         return engine
 
@@ -118,3 +124,53 @@ class Database:
         for engine in engines:
             await engine.dispose()
         self.dispose()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a file to WAL; SQLite does not always wait on the busy timeout for this."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            (mode,) = cursor.fetchone()
+            if str(mode).lower() in ("wal", "memory"):
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # sqlite3's, or the async adapter's copy of it
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def configure_sqlite_connection(dbapi_connection: Any) -> None:
+    """WAL, a busy timeout, ``synchronous=NORMAL`` and foreign keys on one connection.
+
+    Also used by the SQLite store's own worker connection, so every connection to a
+    nightcrew file behaves the same.
+    """
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    _enable_wal(cursor)
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _configure_sqlite_engine(engine: Engine) -> None:
+    """Every connection configured, and ``BEGIN IMMEDIATE`` for every transaction.
+
+    Taking the write lock at ``BEGIN`` means two processes never both read, then both try
+    to upgrade to writing and fail; they queue on the busy timeout instead. That is what
+    makes the claim's ``UPDATE ... RETURNING`` safe across processes on one host.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        configure_sqlite_connection(dbapi_connection)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        reading = conn.get_execution_options().get("nightcrew_read_only")
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")

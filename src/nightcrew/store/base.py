@@ -1,0 +1,412 @@
+"""`TaskStore`: the one storage interface, and what both of its implementations share.
+
+Everything that reads or writes tasks goes through a store:
+
+- **operations** (`nightcrew.store.ops`): insert, get, list, count, activate, cancel,
+  retry — plans run by `TaskStore.run` (sync) or `TaskStore.arun` (async), each in a
+  transaction of its own, or by `run_in` / `arun_in` inside a caller's transaction;
+- **the worker's hot path**: `claim`, `finish`, `heartbeat`, `cancel_requests`, `rescue`,
+  `save_progress` — one constant statement each, sent by the dialect's own transport
+  (`PostgresStore`: psycopg connections of its own; `SqliteStore`: a thread with a
+  connection of its own), never through SQLAlchemy's execution layer;
+- **wake-ups**: `listen` (PostgreSQL's LISTEN/NOTIFY; SQLite has none, and says so).
+
+Each transition the store makes is announced on the `EventBus` after it committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection, Executable
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine.interfaces import Dialect as SADialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ClauseElement
+
+from nightcrew.events import FINISH_KINDS, EventBus, EventKind, TaskEvent
+from nightcrew.models import MaintenanceTaskStatus, utcnow
+from nightcrew.store import statements as st
+from nightcrew.store.database import READ_ONLY, Database
+from nightcrew.store.failures import driver_errors
+from nightcrew.store.notices import Notice
+from nightcrew.store.plans import Plan, Tx, aexecute_plan, execute_plan, is_read_only
+from nightcrew.store.statements import stored_timestamp
+from nightcrew.values import (
+    ClaimedTask,
+    ClaimRequest,
+    Dialect,
+    Held,
+    Outcome,
+    ProgressUpdate,
+    Written,
+)
+
+log = logging.getLogger("nightcrew.store")
+
+R = TypeVar("R")
+P = ParamSpec("P")
+S = MaintenanceTaskStatus
+
+SyncTarget = Session | Connection
+AsyncTarget = AsyncSession | AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement as SQL text for a raw driver, and the values SQLAlchemy bound itself."""
+
+    sql: str
+    constants: dict[str, Any]
+
+
+def compile_statement(stmt: Executable, dialect: SADialect) -> Compiled:
+    if not isinstance(stmt, ClauseElement):
+        raise TypeError(f"cannot compile {stmt!r}")
+    compiled = stmt.compile(dialect=dialect)
+    constants = {
+        name: getattr(value, "value", value)  # enum members as their values
+        for name, value in compiled.params.items()
+    }
+    return Compiled(str(compiled), constants)
+
+
+class TaskStore(ABC):
+    """The storage interface; `open_store` picks the implementation for a database."""
+
+    dialect: ClassVar[Dialect]
+    #: Whether `listen` delivers notices (PostgreSQL) or returns at once (SQLite).
+    supports_listen: ClassVar[bool] = False
+
+    def __init__(self, database: Database, events: EventBus | None = None) -> None:
+        self.database = database
+        self.events = events if events is not None else EventBus()
+        self._compiled: dict[int, tuple[Executable, Compiled]] = {}
+
+    # ------------------------------------------------------------ operations
+
+    def run(
+        self,
+        op: Callable[Concatenate[Tx, P], Plan[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run an operation in a transaction of its own; emit its events after commit."""
+        return self.run_as(None, op, *args, **kwargs)
+
+    def run_as(
+        self,
+        actor: str | None,
+        op: Callable[Concatenate[Tx, P], Plan[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """`run`, with the events naming ``actor`` (operator actions)."""
+        tx = Tx(self.dialect, actor=actor)
+        with driver_errors(), self.database.sync_engine.connect() as conn:
+            if is_read_only(op):
+                conn = conn.execution_options(**READ_ONLY)
+            with conn.begin():
+                result = execute_plan(conn, op(tx, *args, **kwargs))
+        self.events.emit_all(tx.events)
+        return result
+
+    async def arun(
+        self,
+        op: Callable[Concatenate[Tx, P], Plan[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        tx = Tx(self.dialect)
+        with driver_errors():
+            async with self.database.async_engine.connect() as conn:
+                if is_read_only(op):
+                    conn = await conn.execution_options(**READ_ONLY)
+                async with conn.begin():
+                    result = await aexecute_plan(conn, op(tx, *args, **kwargs))
+        self.events.emit_all(tx.events)
+        return result
+
+    # ------------------------------------------------------------ the worker's hot path
+
+    def _sql(self, stmt: Executable) -> Compiled:
+        # Hot statements are built once and cached by `statements`, so their identity is
+        # a stable key; the statement is kept alongside so the id cannot be reused.
+        entry = self._compiled.get(id(stmt))
+        if entry is None:
+            entry = (stmt, compile_statement(stmt, self._sa_dialect()))
+            self._compiled[id(stmt)] = entry
+        return entry[1]
+
+    async def _rows(self, role: str, stmt: Executable, params: dict[str, Any]) -> list[Any]:
+        compiled = self._sql(stmt)
+        with driver_errors():
+            return await self._fetch(role, compiled.sql, {**compiled.constants, **params})
+
+    async def claim(self, request: ClaimRequest) -> list[ClaimedTask]:
+        """Lease up to ``request.limit`` due tasks to ``request.token``, in claim order."""
+        now = utcnow()
+        queues = request.queues
+        queue_count = 0 if not queues else min(len(queues), 2)
+        params: dict[str, Any] = {
+            "now": now,
+            "limit": request.limit,
+            "token": request.token,
+            "lease_until": now + timedelta(seconds=request.lease_seconds),
+        }
+        if queue_count == 1:
+            params["only_queue"] = queues[0]  # type: ignore[index]
+        elif queue_count == 2:
+            params["only_queues"] = list(queues)  # type: ignore[arg-type]
+        if request.exclude:
+            params["except_queues"] = list(request.exclude)
+        stmt = st.claim_statement(self.dialect, queue_count, bool(request.exclude))
+        tasks = self._claimed(await self._rows("claim", stmt, self._bind(params)))
+        tasks.sort(key=lambda t: (-t.priority, t.created_at, t.id))
+        if tasks and self.events.wants(EventKind.STARTED):
+            for t in tasks:
+                self.events.emit(
+                    TaskEvent(
+                        EventKind.STARTED,
+                        t.id,
+                        now,
+                        status=S.WORKING,
+                        queue=t.queue,
+                        processor=t.processor_type,
+                        attempt=t.attempt,
+                    )
+                )
+        return tasks
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Write outcomes in one statement; returns the ids written (rejected ones are
+        missing: their lease was lost) and announces each written one."""
+        now = utcnow()
+        d = self.dialect
+        finished = stored_timestamp(d, now)
+        rows = [
+            {
+                "id": o.task_id,
+                "token": o.claimed.lease_token,
+                "status": o.status.value,
+                "info": o.info,
+                "error": o.error,
+                "start_at": stored_timestamp(d, o.start_at),
+                "finished_at": None if o.status == S.PENDING else finished,
+                "refund": 0 if o.attempt_counted else 1,
+                "progress": o.progress[0] if o.progress else None,
+                "message": o.progress[1] if o.progress else None,
+            }
+            for o in outcomes
+        ]
+        params = {"outcome": self._json(rows), "now": now}
+        written = [
+            row[0] for row in await self._rows("finish", st.finish_statement(d), self._bind(params))
+        ]
+        self._announce_finishes(outcomes, written, now)
+        return written
+
+    def _announce_finishes(
+        self, outcomes: Sequence[Outcome], written: Sequence[int], now: datetime
+    ) -> None:
+        bus = self.events
+        done = set(written)
+        if len(done) < len(outcomes) and bus.wants(EventKind.FINISH_REJECTED):
+            for o in outcomes:
+                if o.task_id not in done:
+                    bus.emit(self._event(EventKind.FINISH_REJECTED, o, now))
+        for kind in {FINISH_KINDS[o.status] for o in outcomes}:
+            if bus.wants(kind):
+                for o in outcomes:
+                    if FINISH_KINDS[o.status] is kind and o.task_id in done:
+                        bus.emit(self._event(kind, o, now))
+
+    @staticmethod
+    def _event(kind: EventKind, o: Outcome, now: datetime) -> TaskEvent:
+        claimed = o.claimed
+        info = o.info or {}
+        detail: dict[str, Any] | None = {
+            k: info[k] for k in ("error", "error_type", "retry_at") if k in info
+        } or None
+        return TaskEvent(
+            kind,
+            claimed.id,
+            now,
+            status=o.status,
+            queue=claimed.queue,
+            processor=claimed.processor_type,
+            attempt=claimed.attempt,
+            progress=o.progress[0] if o.progress else None,
+            duration=o.duration,
+            detail=detail,
+        )
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[int, str]], lease_seconds: float
+    ) -> list[Held]:
+        """Extend the given leases (task id, claim token); returns the ones still held."""
+        if not leases:
+            return []
+        params = {
+            "lease": self._json([{"id": i, "token": t} for i, t in leases]),
+            "lease_until": utcnow() + timedelta(seconds=lease_seconds),
+        }
+        rows = await self._rows("upkeep", st.heartbeat_statement(self.dialect), self._bind(params))
+        return [Held(int(row[0]), bool(row[1])) for row in rows]
+
+    async def cancel_requests(self, leases: Sequence[tuple[int, str]]) -> list[int]:
+        """The ids among these leases an operator asked to cancel."""
+        if not leases:
+            return []
+        params = {"lease": self._json([{"id": i, "token": t} for i, t in leases])}
+        stmt = st.cancel_requested_statement(self.dialect)
+        return [int(row[0]) for row in await self._rows("upkeep", stmt, params)]
+
+    async def rescue(self, *, max_rescues: int, stale_after: float) -> list[Written]:
+        """Hand back abandoned WORKING tasks (see `statements.rescue_statement`)."""
+        now = utcnow()
+        params = {
+            "now": now,
+            "stale_before": now - timedelta(seconds=stale_after),
+            "max_rescues": max_rescues,
+        }
+        rows = await self._rows("upkeep", st.rescue_statement(self.dialect), self._bind(params))
+        rescued = [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
+        if rows and self.events.wants(EventKind.RESCUED):
+            for r in rows:
+                self.events.emit(
+                    TaskEvent(
+                        EventKind.RESCUED,
+                        int(r[0]),
+                        now,
+                        status=S(r[1]),
+                        queue=str(r[2]),
+                        processor=str(r[3]),
+                        attempt=int(r[4]),
+                        detail={"rescues": int(r[5])},
+                    )
+                )
+        return rescued
+
+    async def save_progress(self, updates: Sequence[ProgressUpdate]) -> None:
+        """Write the latest progress of running tasks, fenced by each claim's token."""
+        if not updates:
+            return
+        now = utcnow()
+        params = {
+            "report": self._json(
+                [
+                    {"id": u.task_id, "token": u.token, "progress": u.percent, "message": u.message}
+                    for u in updates
+                ]
+            ),
+            "now": now,
+        }
+        await self._rows("upkeep", st.progress_statement(self.dialect), self._bind(params))
+        if self.events.wants(EventKind.PROGRESS):
+            for u in updates:
+                self.events.emit(
+                    TaskEvent(
+                        EventKind.PROGRESS,
+                        u.task_id,
+                        now,
+                        status=S.WORKING,
+                        attempt=u.attempt,
+                        progress=u.percent,
+                        message=u.message,
+                    )
+                )
+
+    # ------------------------------------------------------------ wake-ups
+
+    async def listen(
+        self, on_notice: Callable[[Notice], None], on_connected: Callable[[int], None]
+    ) -> None:
+        """Deliver notices until the connection is lost (then return). Only PostgreSQL has
+        notifications; elsewhere this returns at once and workers poll."""
+        return None
+
+    # ------------------------------------------------------------ what each dialect provides
+
+    @abstractmethod
+    def _sa_dialect(self) -> SADialect:
+        """The SQLAlchemy dialect the hot statements are compiled for."""
+
+    @abstractmethod
+    async def _fetch(self, role: str, sql: str, params: dict[str, Any]) -> list[Any]:
+        """Run one statement on the transport's connection for ``role``; its rows."""
+
+    @abstractmethod
+    def _bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Parameters as the raw driver takes them."""
+
+    @abstractmethod
+    def _claimed(self, rows: list[Any]) -> list[ClaimedTask]:
+        """Claimed tasks from raw claim rows."""
+
+    def _json(self, value: Any) -> str:
+        return json.dumps(value)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the transport's connections (the engines belong to the `Database`)."""
+
+
+def run_in(
+    target: SyncTarget,
+    events: EventBus | None,
+    op: Callable[Concatenate[Tx, P], Plan[R]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """Run an operation inside the caller's transaction (a ``Session`` or ``Connection``).
+
+    Its changes exist if and only if the caller commits, and its events reach ``events``
+    only when that commit happens.
+    """
+    conn = target.connection() if isinstance(target, Session) else target
+    tx = Tx(_dialect_name(conn.dialect.name))
+    result = execute_plan(conn, op(tx, *args, **kwargs))
+    _emit_on_commit(target if isinstance(target, Session) else conn, events, tx)
+    return result
+
+
+async def arun_in(
+    target: AsyncTarget,
+    events: EventBus | None,
+    op: Callable[Concatenate[Tx, P], Plan[R]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    conn = await target.connection() if isinstance(target, AsyncSession) else target
+    tx = Tx(_dialect_name(conn.dialect.name))
+    result = await aexecute_plan(conn, op(tx, *args, **kwargs))
+    owner = target.sync_session if isinstance(target, AsyncSession) else conn.sync_connection
+    if owner is not None:
+        _emit_on_commit(owner, events, tx)
+    return result
+
+
+def _emit_on_commit(owner: Session | Connection, events: EventBus | None, tx: Tx) -> None:
+    if events is None or not any(events.wants(e.kind) for e in tx.events):
+        return
+    name = "after_commit" if isinstance(owner, Session) else "commit"
+    sa_event.listen(owner, name, lambda *_: events.emit_all(tx.events), once=True)
+
+
+def _dialect_name(name: str) -> Dialect:
+    return "postgresql" if name == "postgresql" else "sqlite"

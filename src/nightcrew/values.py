@@ -1,0 +1,186 @@
+"""Typed values that cross module lines: what the store returns and what the worker hands it.
+
+Nothing here talks to the database or runs a task; these are the words the store, the worker
+services, the operator actions and the CLI share, so none of them passes rows or dicts around.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+from nightcrew.models import MaintenanceTaskStatus
+
+Dialect = Literal["postgresql", "sqlite"]
+
+
+class ClaimedTask(NamedTuple):
+    """A task a worker holds a lease on; ``attempt`` is the lease's fencing number.
+
+    A named tuple: made straight from a result row, thousands a second, at C speed.
+    """
+
+    id: int
+    processor_type: str
+    processor_json: str
+    queue: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    delay: int
+    start_at: datetime
+    created_at: datetime
+    unique_key: str | None
+    rescues: int
+    #: The claim's own token: the fence every write about this run carries.
+    lease_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What a claimer asks for: up to ``limit`` due tasks of some queues, leased to ``token``.
+
+    ``queues`` None means every queue; ``exclude`` removes queues from that (a worker of all
+    queues whose limited queues are claimed separately).
+    """
+
+    token: str
+    limit: int
+    lease_seconds: float
+    queues: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one run ended, written back by the store's ``finish`` in a batch.
+
+    ``claimed`` is the run it ends. ``status`` is COMPLETED, ERROR, CANCELLED, or PENDING
+    for a retry (then ``start_at`` says when). ``attempt_counted`` False hands the task
+    back without spending an attempt (graceful shutdown, a deferral). ``progress`` is the
+    last progress the run reported, written with the outcome so a value reported just
+    before the end is not lost.
+    """
+
+    claimed: ClaimedTask
+    status: MaintenanceTaskStatus
+    info: dict[str, Any] | None
+    error: dict[str, Any] | None = None
+    start_at: datetime | None = None
+    attempt_counted: bool = True
+    progress: tuple[float, str | None] | None = None
+    #: Seconds the run took (for events and logs; not stored).
+    duration: float | None = None
+
+    @property
+    def task_id(self) -> int:
+        return self.claimed.id
+
+    @property
+    def attempt(self) -> int:
+        return self.claimed.attempt
+
+
+class Written(NamedTuple):
+    """A row the store changed: its id, the status it now has and its queue."""
+
+    id: int
+    status: MaintenanceTaskStatus
+    queue: str
+
+
+class Held(NamedTuple):
+    """A lease a heartbeat extended, and whether an operator asked to cancel the task."""
+
+    id: int
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """The latest progress of one running attempt, flushed in batches by the worker."""
+
+    task_id: int
+    token: str
+    attempt: int
+    percent: float
+    message: str | None
+
+
+class StopReason(enum.Enum):
+    """Why the worker cancelled a run; decides the status the task ends in."""
+
+    CANCEL = "cancel requested"
+    SHUTDOWN = "worker shutting down"
+    LEASE_LOST = "lease lost"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """Everything stored about one task, as the store reads it (aware UTC datetimes)."""
+
+    id: int
+    status: MaintenanceTaskStatus
+    processor_type: str
+    processor_json: str
+    queue: str
+    priority: int
+    delay: int
+    start_at: datetime
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    lease_token: str | None
+    lease_expires_at: datetime | None
+    cancel_requested_at: datetime | None
+    unique_key: str | None
+    waiting_on: int
+    progress: float | None
+    progress_message: str | None
+    info: dict[str, Any] | None
+    error: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    rescues: int = 0
+
+    @property
+    def processor_name(self) -> str:
+        """The class name without its module, as listings show it."""
+        return self.processor_type.rpartition(".")[2]
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[Any, Any]) -> TaskView:
+        """A view of a result row; columns the view does not know are ignored."""
+        return cls(**{name: row[name] for name in _VIEW_FIELDS if name in row})
+
+
+_VIEW_FIELDS = tuple(f.name for f in fields(TaskView))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks a listing returns: newest first, ``limit`` per page, keyset on id.
+
+    ``processor`` matches the full class path or, without a dot, the class name alone (what
+    ``tasks ls`` shows).
+    """
+
+    statuses: tuple[MaintenanceTaskStatus, ...] = ()
+    processor: str | None = None
+    queue: str | None = None
+    before_id: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of a listing and the cursor of the next one (None: this is the last)."""
+
+    tasks: Sequence[TaskView]
+    next_before_id: int | None

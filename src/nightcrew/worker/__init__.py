@@ -1,0 +1,10 @@
+"""The worker: a supervisor (`Worker`) and its services, one file each.
+
+claimer.py (claims and starts runs), finisher.py (batched outcomes), leases.py
+(heartbeats, cancel requests), rescuer.py (abandoned tasks), waker.py (NOTIFY, retry
+timers), progress.py (progress flushes); state.py is what they share.
+"""
+
+from nightcrew.worker.supervisor import Worker
+
+__all__ = ["Worker"]

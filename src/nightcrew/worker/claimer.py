@@ -1,0 +1,193 @@
+"""The claimer: claims due tasks in batches up to the free slots, and starts their runs.
+
+When busy it claims once a quarter of the slots is free, so claims come in batches; when
+idle, as soon as one slot is. It sleeps until the waker (a NOTIFY, a retry coming due, a
+finished run freeing slots) or the poll interval wakes it. Per-queue limits are caps: each
+limited queue is claimed up to its headroom, and slots they leave unused serve the others.
+
+A database that cannot be reached is retried with a short backoff (one log line each
+time); an error that cannot heal (no schema, a wrong password) ends the worker. Draining
+(``run --once``) gives up after `GIVE_UP_SECONDS` of failures, so a deploy's runner never
+spins forever on a database it cannot use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nightcrew.errors import DatabaseError
+from nightcrew.execution import RunContext, TaskRunner
+from nightcrew.store import TaskStore
+from nightcrew.values import ClaimedTask, ClaimRequest, StopReason
+from nightcrew.worker.finisher import Finisher
+from nightcrew.worker.state import Running, WorkerState
+
+log = logging.getLogger("nightcrew.worker")
+
+#: Most tasks claimed by one statement.
+CLAIM_BATCH = 500
+#: How long a draining claimer keeps retrying a database it cannot reach (seconds).
+GIVE_UP_SECONDS = 30.0
+
+
+def retry_delay(failures: int) -> float:
+    """Backoff after consecutive failures: 50 ms doubling, at most one second."""
+    return float(min(1.0, 0.05 * 2 ** min(failures - 1, 10)))
+
+
+class Claimer:
+    name = "claimer"
+
+    def __init__(
+        self, store: TaskStore, state: WorkerState, runner: TaskRunner, finisher: Finisher
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.runner = runner
+        self.finisher = finisher
+
+    def stop(self) -> None:
+        self.state.stopping = True
+        self.state.wake.set()
+
+    def _threshold(self) -> int:
+        # Claim in batches when busy; at once when idle (latency matters then).
+        return 1 if not self.state.running else max(1, self.state.config.concurrency // 4)
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Claim and start runs until stopped (or, ``until_idle``, until nothing is due)."""
+        state = self.state
+        failures = 0
+        failing_since = 0.0
+        while not state.stopping:
+            state.wake.clear()
+            free = state.free_slots
+            asked = got = 0
+            if free >= self._threshold():
+                try:
+                    asked, got = await self._claim_all(free)
+                    failures = 0
+                except DatabaseError as exc:
+                    if not exc.transient:
+                        raise
+                    failures += 1
+                    failing_since = failing_since if failures > 1 else time.monotonic()
+                    if until_idle and time.monotonic() - failing_since > GIVE_UP_SECONDS:
+                        raise
+                    delay = retry_delay(failures)
+                    log.warning("claim failed, retrying in %.2g s: %s", delay, exc)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._stopped()
+                    continue
+            if until_idle and got == 0 and not state.running:
+                if not self.finisher.pending:
+                    return
+                await self.finisher.flush()  # a retry due now must be visible first
+                continue
+            if asked and got == asked:
+                continue  # more may be due: claim again as soon as slots free
+            if state.stopping:
+                return
+            timeout = state.config.poll_interval if got < asked or not asked else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await state.wake.wait()
+
+    async def _stopped(self) -> None:
+        while not self.state.stopping:
+            await self.state.wake.wait()
+            self.state.wake.clear()
+
+    async def _claim_all(self, free: int) -> tuple[int, int]:
+        """Claim up to ``free`` tasks; returns (asked, got).
+
+        Without per-queue limits this is one statement. With them, each limited queue is
+        claimed up to its own headroom first, and whatever slots they leave unused go to
+        the worker's other queues in one more statement.
+        """
+        config = self.state.config
+        if not config.queue_limits:
+            n = min(free, CLAIM_BATCH)
+            return n, await self._claim(config.queues, n)
+        asked = got = 0
+        busy = self.state.busy_by_queue()
+        for queue, limit in config.queue_limits.items():
+            n = min(free - got, limit - busy.get(queue, 0), CLAIM_BATCH)
+            if n > 0:
+                asked += n
+                got += await self._claim((queue,), n)
+        n = min(free - got, CLAIM_BATCH)
+        if n > 0:
+            limited = tuple(config.queue_limits)
+            if config.queues is None:
+                asked += n
+                got += await self._claim(None, n, exclude=limited)
+            else:
+                others = tuple(q for q in config.queues if q not in config.queue_limits)
+                if others:
+                    asked += n
+                    got += await self._claim(others, n)
+        return asked, got
+
+    async def _claim(
+        self, queues: tuple[str, ...] | None, n: int, *, exclude: tuple[str, ...] = ()
+    ) -> int:
+        state = self.state
+        request = ClaimRequest(
+            state.next_token(), n, state.config.lease_seconds, queues=queues, exclude=exclude
+        )
+        claimed = await self.store.claim(request)
+        for task in claimed:
+            self._start(task)
+        return len(claimed)
+
+    def _start(self, claimed: ClaimedTask) -> None:
+        state = self.state
+        if claimed.id in state.running:
+            # An earlier run of this task is still here (this worker stalled past its
+            # lease, the task was rescued and is ours again): that run is not the task's.
+            state.stop_run(claimed.id, StopReason.LEASE_LOST)
+            state.running.pop(claimed.id, None)
+        ctx = RunContext(claimed)
+        task = asyncio.create_task(self._execute(ctx))
+        running = Running(ctx, task)
+        task.add_done_callback(lambda t: self._cancelled_before_start(t, running))
+        state.running[claimed.id] = running
+
+    def _release(self, running: Running) -> bool:
+        """Free the run's slot; False if it was already freed (or replaced)."""
+        state = self.state
+        if state.running.get(running.ctx.task_id) is not running:
+            return False
+        del state.running[running.ctx.task_id]
+        if state.free_slots >= self._threshold():
+            state.wake.set()
+        return True
+
+    async def _execute(self, ctx: RunContext) -> None:
+        running = self.state.running[ctx.task_id]
+        try:
+            outcome = await self.runner.run(ctx)
+        finally:
+            self._release(running)
+        if ctx.stop_reason is StopReason.LEASE_LOST:
+            log.warning(
+                "task %s: result of a run whose lease was lost is dropped (the task was "
+                "rescued for another run while this one stalled)",
+                ctx.task_id,
+                extra={"task_id": ctx.task_id, "attempt": ctx.claimed.attempt},
+            )
+            return
+        self.finisher.submit(outcome)
+
+    def _cancelled_before_start(self, task: asyncio.Task[None], running: Running) -> None:
+        """A run cancelled before its first step never ran its body: record it here."""
+        if not task.cancelled() or not self._release(running):
+            return
+        ctx = running.ctx
+        if ctx.stop_reason is not StopReason.LEASE_LOST:
+            self.finisher.submit(self.runner.stopped(ctx))

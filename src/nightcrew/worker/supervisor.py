@@ -1,0 +1,248 @@
+"""The worker: a supervisor of small services sharing one `WorkerState`.
+
+- `Claimer` (in front): claims due tasks up to the free slots and starts their runs;
+- `Finisher`: writes outcomes in batches;
+- `LeaseKeeper`: heartbeats and cancel requests;
+- `Rescuer`: hands back other workers' abandoned tasks;
+- `Waker`: LISTEN/NOTIFY and retry timers;
+- `ProgressFlusher`: progress of running tasks.
+
+The supervisor starts them, restarts one that crashes, stops the worker on a database
+error that cannot heal (and raises it from `run`), and shuts down in order: stop claiming,
+let runs finish within the grace period, hand back what still runs, write every outcome.
+Adding a service is adding a file and a line to `Worker.__init__`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from nightcrew.errors import DatabaseError
+from nightcrew.execution import TaskRunner
+from nightcrew.models import MaintenanceTaskStatus
+from nightcrew.settings import Settings
+from nightcrew.store import Database, TaskStore, open_store
+from nightcrew.values import Outcome, StopReason
+from nightcrew.worker.claimer import Claimer
+from nightcrew.worker.finisher import Finisher
+from nightcrew.worker.leases import LeaseKeeper
+from nightcrew.worker.progress import ProgressFlusher
+from nightcrew.worker.rescuer import Rescuer
+from nightcrew.worker.service import Service
+from nightcrew.worker.state import WorkerConfig, WorkerState
+from nightcrew.worker.waker import Waker
+
+if TYPE_CHECKING:
+    from nightcrew.app import Nightcrew
+
+log = logging.getLogger("nightcrew.worker")
+S = MaintenanceTaskStatus
+
+#: Seconds a run that was cancelled at shutdown may take to wind down.
+ABANDON_TIMEOUT = 5.0
+
+
+class Worker:
+    """Runs tasks from a set of queues until stopped.
+
+    Usable from a host application's event loop (``asyncio.create_task(worker.run())``,
+    then ``worker.request_stop()``) or through ``nightcrew worker``. Several workers, in
+    one process or many, on one host or many, share the work through the database.
+
+    Give it an ``app`` (`nightcrew.Nightcrew`) to share its settings, loader and bus;
+    without one it makes its own from ``settings`` (and ``database``) and closes it when
+    it stops. Each worker has a store of its own, so its connections are its own.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        queue_limits: dict[str, int] | None = None,
+        database: Database | None = None,
+        worker_id: str | None = None,
+        app: Nightcrew | None = None,
+    ) -> None:
+        from nightcrew.app import Nightcrew
+
+        self._owns_app = app is None
+        self.app = app if app is not None else Nightcrew(settings, database=database)
+        self.settings = self.app.settings
+        config = WorkerConfig.build(
+            self.settings,
+            queues=queues,
+            concurrency=concurrency,
+            queue_limits=queue_limits,
+            worker_id=worker_id,
+        )
+        self.state = WorkerState(config)
+        self.store: TaskStore = open_store(self.app.database, self.app.events)
+        runner = TaskRunner(self.app.loader, self.settings.max_info_bytes)
+        self.finisher = Finisher(self.store, self.state, self._on_written)
+        self.waker = Waker(self.store, self.state)
+        self.claimer = Claimer(self.store, self.state, runner, self.finisher)
+        self.rescuer = Rescuer(self.store, self.state)
+        self.services: list[Service] = [
+            self.finisher,
+            LeaseKeeper(self.store, self.state, self.finisher),
+            self.rescuer,
+            self.waker,
+            ProgressFlusher(self.store, self.state),
+        ]
+        self._hurry = asyncio.Event()
+        self._fatal: BaseException | None = None
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def id(self) -> str:
+        return self.state.config.id
+
+    @property
+    def queues(self) -> list[str] | None:
+        queues = self.state.config.queues
+        return list(queues) if queues is not None else None
+
+    @property
+    def concurrency(self) -> int:
+        return self.state.config.concurrency
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.state.running)
+
+    @property
+    def processed(self) -> int:
+        """Outcomes written (completions, failures, retries, cancellations, hand-backs)."""
+        return self.finisher.processed
+
+    @property
+    def listening(self) -> bool:
+        return self.waker.listening
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight tasks get the grace period, then are handed back."""
+        if not self.state.stopping:
+            log.info("worker stopping", extra={"worker": self.id})
+        self.claimer.stop()
+
+    def hurry(self) -> None:
+        """Stop now: skip (the rest of) the grace period; running tasks are handed back."""
+        self.request_stop()
+        self._hurry.set()
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Run until `request_stop` (or, with ``until_idle``, until nothing is due).
+
+        Raises the `DatabaseError` that stopped it when the database cannot be used (no
+        schema, a wrong password; or, when draining, unreachable for too long).
+        """
+        log.info(
+            "worker started",
+            extra={"worker": self.id, "queues": self.queues, "concurrency": self.concurrency},
+        )
+        background = [
+            asyncio.create_task(self._supervise(s), name=f"nightcrew-{s.name}")
+            for s in self.services
+        ]
+        try:
+            await self.rescuer.rescue()
+            await self._claim(until_idle)
+            await self._drain_in_flight()
+        finally:
+            self.state.stopping = True
+            await self._abandon_in_flight()
+            for service in self.services:
+                if service is not self.finisher:
+                    service.stop()
+            self.finisher.stop()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._final_flush()
+            await self.store.aclose()
+            if self._owns_app:
+                await self.app.aclose()
+            log.info("worker stopped", extra={"worker": self.id, "processed": self.processed})
+        if self._fatal is not None:
+            raise self._fatal
+
+    # ---------------------------------------------------------------- supervision
+
+    async def _claim(self, until_idle: bool) -> None:
+        try:
+            await self.claimer.run(until_idle=until_idle)
+        except DatabaseError as exc:
+            self._fatal = exc
+            self.hurry()
+
+    async def _supervise(self, service: Service) -> None:
+        crashes = 0
+        while True:
+            try:
+                await service.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except DatabaseError as exc:
+                if exc.transient:
+                    continue
+                log.error("%s: %s; stopping the worker", service.name, exc)
+                self._fatal = self._fatal or exc
+                self.hurry()
+                return
+            except Exception:
+                crashes += 1
+                log.exception("%s crashed (%d); restarting it", service.name, crashes)
+                await asyncio.sleep(min(5.0, 0.1 * 2**crashes))
+
+    def _on_written(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.status is S.PENDING:
+                if outcome.start_at is None:
+                    self.state.wake.set()
+                else:
+                    self.waker.wake_at(outcome.start_at.timestamp())
+
+    # ---------------------------------------------------------------- shutdown
+
+    async def _drain_in_flight(self) -> None:
+        running = self.state.running
+        if not running:
+            return
+        grace = self.settings.shutdown_grace_seconds
+        log.info(
+            "waiting for in-flight tasks",
+            extra={"worker": self.id, "in_flight": len(running), "grace": grace},
+        )
+        if self._hurry.is_set():
+            return
+        finished = asyncio.ensure_future(asyncio.wait([r.task for r in running.values()]))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait(
+                {finished, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            finished.cancel()
+            hurry.cancel()
+
+    async def _abandon_in_flight(self) -> None:
+        """Stop what still runs and hand it back (PENDING, no attempt spent)."""
+        running = self.state.running
+        if not running:
+            return
+        tasks = [r.task for r in running.values()]
+        for task_id in list(running):
+            self.state.stop_run(task_id, StopReason.SHUTDOWN)
+        await asyncio.wait(tasks, timeout=ABANDON_TIMEOUT)
+
+    async def _final_flush(self) -> None:
+        try:
+            await self.finisher.flush()
+        except DatabaseError as exc:
+            log.error("could not write the last outcomes: %s", exc)
+            self._fatal = self._fatal or exc
