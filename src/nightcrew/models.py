@@ -28,7 +28,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
@@ -52,8 +55,12 @@ class Base(DeclarativeBase):
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in Python, UTC in the database, on every dialect.
 
-    SQLite has no timezone type, so values are stored as naive UTC text there and made
-    aware again on the way out; naive input is refused rather than guessed at.
+    A naive datetime is read as UTC: that is what the origin's columns meant (it wrote
+    ``datetime.utcnow()``), so code written for the origin keeps its meaning instead of
+    failing or being shifted by the session's time zone. An aware one is converted to UTC.
+    SQLite has no timezone type, so values are stored there as naive UTC text in
+    SQLAlchemy's format (``YYYY-MM-DD HH:MM:SS.ffffff``, which `utc_now_default` also
+    writes, so stored text compares as time) and made aware again on the way out.
     """
 
     impl = DateTime(timezone=True)
@@ -62,9 +69,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: nightcrew only accepts aware datetimes")
-        value = value.astimezone(UTC)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -77,6 +82,36 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is UTC:
             return value
         return value.astimezone(UTC)
+
+
+class utc_now_default(FunctionElement[datetime]):
+    """The current UTC time as a column's server default, in the column's stored format.
+
+    PostgreSQL: ``CURRENT_TIMESTAMP`` (a timestamptz). SQLite's ``CURRENT_TIMESTAMP`` is
+    ``YYYY-MM-DD HH:MM:SS``, without the fraction SQLAlchemy writes; text in two formats
+    does not sort as time at equal seconds, so SQLite gets the same six-digit format
+    (``%f`` gives milliseconds: the last three digits are zeros).
+    """
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+#: What `utc_now_default` compiles to, per dialect (the migrations spell out the same).
+NOW_SQL = {
+    "postgresql": "CURRENT_TIMESTAMP",
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%f000', 'now')",
+}
+
+
+@compiles(utc_now_default)
+def _now_default(element: utc_now_default, compiler: SQLCompiler, **kw: Any) -> str:
+    return NOW_SQL["postgresql"]
+
+
+@compiles(utc_now_default, "sqlite")
+def _now_default_sqlite(element: utc_now_default, compiler: SQLCompiler, **kw: Any) -> str:
+    return NOW_SQL["sqlite"]
 
 
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -133,44 +168,56 @@ class MaintenanceTask(Base):
 
     __tablename__ = "maintenance_tasks"
 
+    # Every NOT NULL column beyond the origin's own has a server default, and so do
+    # ``delay`` and the timestamps: plain SQL naming only the origin's columns (its data
+    # migrations do) makes a runnable task. ``status`` has no server default, as in the
+    # origin; its Python default is the origin's INACTIVE (a task committed without a
+    # status never runs until activated; ``create_maintenance_task`` sets PENDING).
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     status: Mapped[MaintenanceTaskStatus] = mapped_column(
-        StatusType, default=MaintenanceTaskStatus.PENDING
+        StatusType, default=MaintenanceTaskStatus.INACTIVE
     )
     processor_type: Mapped[str] = mapped_column(String(255))
     processor_json: Mapped[str] = mapped_column(Text, default="{}")
-    queue: Mapped[str] = mapped_column(String(64), default="default")
-    priority: Mapped[int] = mapped_column(Integer, default=0)
-    delay: Mapped[int] = mapped_column(Integer, default=0)
-    start_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    queue: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    delay: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    start_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=utc_now_default()
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     #: Times the task was handed back after its worker died (a lease expired); counted
     #: apart from ``attempts``, since a crash is not the task's failure.
-    rescues: Mapped[int] = mapped_column(Integer, default=0)
+    rescues: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
     lease_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     unique_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    waiting_on: Mapped[int] = mapped_column(Integer, default=0)
+    waiting_on: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     info: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=utc_now_default()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=utc_now_default()
+    )
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
         CheckConstraint("waiting_on >= 0", name="waiting_on"),
         # The claim query walks one of these: only claimable rows are in them, so their
-        # size follows the backlog, not the history kept in the table. The first serves
-        # workers of named queues, the second workers of all queues (a leading queue
-        # column would force a sort of the whole backlog on every claim there).
+        # size follows the backlog, not the history kept in the table. Claim order is
+        # priority, then oldest ``created_at`` (the origin's runner order), then id. The
+        # first serves workers of named queues, the second workers of all queues (a
+        # leading queue column would force a sort of the whole backlog on every claim).
         Index(
             "ix_maintenance_tasks_claimable",
             "queue",

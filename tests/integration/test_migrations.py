@@ -2,147 +2,56 @@
 
 Every test runs on PostgreSQL (a schema of its own) and on SQLite (a file of its own).
 "Exactly" is proved three ways: Alembic's autogenerate finds no difference; the catalog
-of the migrated database (columns, constraints, index definitions with their ``WHERE``
-clauses, as the database itself prints them) is identical to that of a database made by
-``Base.metadata.create_all``; and the partial indexes and check constraints are read back
-and asserted one by one, then shown to act.
+of the migrated database (columns, server defaults, constraints, index definitions with
+their ``WHERE`` clauses, the id's sequence, as the database itself prints them) is
+identical to that of a database made by ``Base.metadata.create_all``; and the partial
+indexes, check constraints and server defaults are read back and asserted one by one,
+then shown to act. A fresh install runs the whole chain (``origin``, the origin's table,
+then its conversion), so these tests cover the conversion path too; adoption of existing
+databases is in ``test_origin_adoption.py`` and ``test_schema_coexistence.py``.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Table, inspect, text
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateTable
 
 from nightcrew import MaintenanceTaskStatus, create_maintenance_task, migrate
 from nightcrew.errors import DatabaseError, NightcrewError
 from nightcrew.models import OPEN_STATUSES, Base, MaintenanceTask
 from nightcrew.processors import loader_for
-from nightcrew.store import Database, Store, operations
-from tests.conftest import PG_ADMIN_URL, Backend
+from tests.conftest import Backend, run_cli
+from tests.migration_helpers import (
+    TABLE,
+    catalog,
+    check_ddl,
+    connect,
+    has_table,
+    index_ddl,
+    scratch_database,
+    sql,
+    version_rows,
+)
 from tests.processors import Echo
-
-TABLE = "maintenance_tasks"
 
 ALL = [s.value for s in MaintenanceTaskStatus]
 OPEN = sorted(s.value for s in OPEN_STATUSES)
 FINAL = sorted(set(ALL) - set(OPEN))
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-@contextmanager
-def connect(url: str) -> Iterator[Connection]:
-    engine = migrate.open_engine(url)
-    try:
-        with engine.begin() as conn:
-            yield conn
-    finally:
-        engine.dispose()
-
-
-def sql(url: str, statement: str, **params: Any) -> list[Any]:
-    with connect(url) as conn:
-        result = conn.execute(text(statement), params)
-        return list(result.all()) if result.returns_rows else []
-
-
-def catalog(url: str) -> dict[str, list[Any]]:
-    """What the database says about the task table, in its own words, minus the schema."""
-    with connect(url) as conn:
-        if conn.dialect.name == "sqlite":
-            objects = conn.execute(
-                text(
-                    "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = :t "
-                    "ORDER BY type, name"
-                ),
-                {"t": TABLE},
-            ).all()
-            return {"objects": [tuple(r) for r in objects]}
-        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
-        columns = conn.execute(
-            text(
-                "SELECT column_name, data_type, character_maximum_length, is_nullable, "
-                "column_default, is_identity FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = :t "
-                "ORDER BY ordinal_position"
-            ),
-            {"t": TABLE},
-        ).all()
-        constraints = conn.execute(
-            text(
-                "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
-                "WHERE conrelid = to_regclass(:t) ORDER BY conname"
-            ),
-            {"t": TABLE},
-        ).all()
-        indexes = conn.execute(
-            text(
-                "SELECT indexname, indexdef FROM pg_indexes "
-                "WHERE schemaname = current_schema() AND tablename = :t ORDER BY indexname"
-            ),
-            {"t": TABLE},
-        ).all()
-        return {
-            "columns": [tuple(r) for r in columns],
-            "constraints": [tuple(r) for r in constraints],
-            "indexes": [(name, ddl.replace(f"{schema}.", "")) for name, ddl in indexes],
-        }
-
-
-def index_ddl(url: str) -> dict[str, str]:
-    """Index name -> its definition as stored by the database."""
-    if url.startswith("sqlite"):
-        rows = sql(
-            url,
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t",
-            t=TABLE,
-        )
-    else:
-        rows = sql(
-            url,
-            "SELECT indexname, indexdef FROM pg_indexes "
-            "WHERE schemaname = current_schema() AND tablename = :t",
-            t=TABLE,
-        )
-    return {name: ddl for name, ddl in rows if ddl is not None}
-
-
-def check_ddl(url: str) -> dict[str, str]:
-    """Check constraint name -> its definition as stored by the database."""
-    if url.startswith("sqlite"):
-        (table_sql,) = sql(
-            url, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t", t=TABLE
-        )[0]
-        return {
-            line.split()[1]: line.split(" ", 2)[2].rstrip(", ")
-            for line in (raw.strip() for raw in table_sql.splitlines())
-            if line.startswith("CONSTRAINT ck_")
-        }
-    rows = sql(
-        url,
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = to_regclass(:t) AND contype = 'c'",
-        t=TABLE,
-    )
-    return dict(rows)
-
-
-def version_rows(url: str) -> list[Any]:
-    return sql(url, "SELECT version_num FROM alembic_version")
+HEAD = "0002"
+CHAIN = ["origin", "0001", "0002"]
+NOW_SQLITE = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 
 
 def insert(url: str, **values: Any) -> None:
@@ -154,47 +63,57 @@ def insert(url: str, **values: Any) -> None:
 @pytest.fixture
 def reference(empty_backend: Backend, tmp_path: Path) -> Iterator[str]:
     """A second database of the same kind, made by ``Base.metadata.create_all``."""
-    if empty_backend.is_postgres:
-        schema = f"r_{uuid.uuid4().hex[:16]}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-        url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{tmp_path / 'reference.db'}"
-    engine = migrate.open_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    yield url
-    if empty_backend.is_postgres:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with scratch_database(empty_backend.url, tmp_path, "reference") as url:
+        engine = migrate.open_engine(url)
+        Base.metadata.create_all(engine)
+        engine.dispose()
+        yield url
 
 
 # -- upgrade -------------------------------------------------------------------------------
+
+
+def test_the_chain_starts_at_the_origin() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.make_config())
+    assert [r.revision for r in reversed(list(script.walk_revisions()))] == CHAIN
+    assert migrate.head() == HEAD
 
 
 def test_upgrade_creates_the_schema_at_head(empty_backend: Backend) -> None:
     url = empty_backend.url
     assert migrate.current(url) is None
 
-    migrate.upgrade(url)
+    done = migrate.upgrade(url)
 
-    assert migrate.current(url) == migrate.head() == "0001"
-    assert version_rows(url) == [("0001",)]
+    assert (done.before, done.after) == (None, HEAD)
+    assert migrate.current(url) == migrate.head() == HEAD
+    assert version_rows(url) == [(HEAD,)]
+    assert not has_table(url, "alembic_version")  # the application's, never nightcrew's
     with connect(url) as conn:
-        assert {TABLE, "alembic_version"} <= set(inspect(conn).get_table_names())
+        assert {TABLE, migrate.VERSION_TABLE} <= set(inspect(conn).get_table_names())
         if empty_backend.is_postgres:
             # Both tables live in the URL's search_path schema, nowhere else.
             schema = url.rsplit("%3D", 1)[1]
             homes = conn.execute(
                 text(
                     "SELECT DISTINCT table_schema FROM information_schema.tables "
-                    "WHERE table_name IN ('alembic_version', :t) AND table_schema = :s"
+                    "WHERE table_name IN (:v, :t) AND table_schema = :s"
                 ),
-                {"t": TABLE, "s": schema},
+                {"v": migrate.VERSION_TABLE, "t": TABLE, "s": schema},
             ).all()
             assert homes == [(schema,)]
-            assert conn.execute(text("SELECT to_regclass('alembic_version')")).scalar_one()
+            assert conn.execute(
+                text("SELECT to_regclass(:v)"), {"v": migrate.VERSION_TABLE}
+            ).scalar_one()
+
+
+def test_a_fresh_install_leaves_no_enum_type(empty_backend: Backend) -> None:
+    migrate.upgrade(empty_backend.url)
+    if empty_backend.is_postgres:
+        assert catalog(empty_backend.url)["enums"] == []
+    assert "ix_maintenance_tasks_status" not in index_ddl(empty_backend.url)
 
 
 def test_upgrade_twice_is_a_no_op(empty_backend: Backend) -> None:
@@ -203,12 +122,24 @@ def test_upgrade_twice_is_a_no_op(empty_backend: Backend) -> None:
     insert(url, unique_key="kept")
     before = catalog(url)
 
-    migrate.upgrade(url)
-    migrate.upgrade(url, "0001")
+    again = migrate.upgrade(url)
+    migrate.upgrade(url, HEAD)
 
+    assert (again.before, again.after, again.changed) == (HEAD, HEAD, False)
     assert catalog(url) == before
-    assert version_rows(url) == [("0001",)]
+    assert version_rows(url) == [(HEAD,)]
     assert sql(url, f"SELECT unique_key FROM {TABLE}") == [("kept",)]
+
+
+def test_upgrade_to_an_older_revision_changes_nothing(empty_backend: Backend) -> None:
+    url = empty_backend.url
+    migrate.upgrade(url)
+    before = catalog(url)
+
+    done = migrate.upgrade(url, "base")
+
+    assert (done.before, done.after, done.changed) == (HEAD, HEAD, False)
+    assert catalog(url) == before
 
 
 def test_concurrent_upgrades_migrate_once(empty_backend: Backend) -> None:
@@ -221,9 +152,9 @@ def test_concurrent_upgrades_migrate_once(empty_backend: Backend) -> None:
         with connect(url):
             pass
     with ThreadPoolExecutor(4) as pool:
-        for future in [pool.submit(migrate.upgrade, url) for _ in range(4)]:
-            future.result()
-    assert version_rows(url) == [("0001",)]
+        results = [f.result() for f in [pool.submit(migrate.upgrade, url) for _ in range(4)]]
+    assert sorted((r.before or "", r.after) for r in results) == [("", HEAD)] + [(HEAD, HEAD)] * 3
+    assert version_rows(url) == [(HEAD,)]
     assert migrate.check(url) == []
 
 
@@ -236,18 +167,23 @@ def test_migrated_schema_has_no_autogenerate_diff(empty_backend: Backend) -> Non
 
     assert migrate.check(url) == []
 
-    # Alembic's own comparison, without nightcrew's help.
+    # Alembic's own comparison, without nightcrew's help (but with its own version table).
     with connect(url) as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True}
+            conn,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "version_table": migrate.VERSION_TABLE,
+            },
         )
         diff = compare_metadata(context, Base.metadata)
     if empty_backend.is_postgres:
         assert diff == []
     else:
         # SQLAlchemy cannot reflect "priority DESC" on SQLite, so Alembic always reports
-        # this one index as changed (also against create_all); `check` compares it by its
-        # stored DDL instead, and test_migration_ddl_equals_create_all proves it equal.
+        # these indexes as changed (also against create_all); `check` compares them by
+        # their stored DDL instead, and test_migration_ddl_equals_create_all proves them equal.
         assert sorted((op[0], op[1].name) for op in diff) == [
             ("add_index", "ix_maintenance_tasks_claimable"),
             ("add_index", "ix_maintenance_tasks_claimable_any"),
@@ -269,13 +205,13 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
     indexes = index_ddl(url)
     checks = check_ddl(url)
 
-    assert {
+    assert set(indexes) == {
         "ix_maintenance_tasks_claimable",
         "ix_maintenance_tasks_claimable_any",
         "ix_maintenance_tasks_status_updated",
         "ix_maintenance_tasks_lease",
         "uq_maintenance_tasks_unique_key_open",
-    } <= indexes.keys()
+    } | ({"pk_maintenance_tasks"} if empty_backend.is_postgres else set())
     assert set(checks) == {
         "ck_maintenance_tasks_status",
         "ck_maintenance_tasks_max_attempts",
@@ -288,11 +224,11 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
         all_in = ", ".join(f"'{s}'" for s in ALL)
         assert indexes == {
             "ix_maintenance_tasks_claimable": "CREATE INDEX ix_maintenance_tasks_claimable ON "
-            "maintenance_tasks (queue, priority DESC, id) "
+            "maintenance_tasks (queue, priority DESC, created_at, id) "
             "WHERE status = 'PENDING' AND waiting_on = 0",
             "ix_maintenance_tasks_claimable_any": "CREATE INDEX "
-            "ix_maintenance_tasks_claimable_any ON maintenance_tasks (priority DESC, id) "
-            "WHERE status = 'PENDING' AND waiting_on = 0",
+            "ix_maintenance_tasks_claimable_any ON maintenance_tasks "
+            "(priority DESC, created_at, id) WHERE status = 'PENDING' AND waiting_on = 0",
             "ix_maintenance_tasks_status_updated": "CREATE INDEX "
             "ix_maintenance_tasks_status_updated ON maintenance_tasks (status, updated_at)",
             "ix_maintenance_tasks_lease": "CREATE INDEX ix_maintenance_tasks_lease ON "
@@ -314,12 +250,13 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
         return head, predicate
 
     head, predicate = split("ix_maintenance_tasks_claimable")
-    assert head.startswith("CREATE INDEX ") and head.endswith("(queue, priority DESC, id)")
+    assert head.startswith("CREATE INDEX ")
+    assert head.endswith("(queue, priority DESC, created_at, id)")
     assert "'PENDING'" in predicate and "waiting_on = 0" in predicate
     assert not any(f"'{s}'" in predicate for s in set(ALL) - {"PENDING"})
 
     head, predicate = split("ix_maintenance_tasks_claimable_any")
-    assert head.endswith("(priority DESC, id)")
+    assert head.endswith("(priority DESC, created_at, id)")
     assert "'PENDING'" in predicate and "waiting_on = 0" in predicate
 
     head, predicate = split("ix_maintenance_tasks_status_updated")
@@ -339,6 +276,37 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
     assert all(f"'{s}'" in checks["ck_maintenance_tasks_status"] for s in ALL)
     assert checks["ck_maintenance_tasks_max_attempts"] == "CHECK ((max_attempts >= 1))"
     assert checks["ck_maintenance_tasks_waiting_on"] == "CHECK ((waiting_on >= 0))"
+
+
+def test_server_defaults_read_back(empty_backend: Backend) -> None:
+    url = empty_backend.url
+    migrate.upgrade(url)
+    now = NOW_SQLITE if not empty_backend.is_postgres else "CURRENT_TIMESTAMP"
+    wanted = {
+        "queue": "'default'",
+        "priority": "0",
+        "delay": "0",
+        "start_at": now,
+        "attempts": "0",
+        "max_attempts": "1",
+        "rescues": "0",
+        "waiting_on": "0",
+        "created_at": now,
+        "updated_at": now,
+    }
+    if empty_backend.is_postgres:
+        rows = sql(
+            url,
+            "SELECT column_name, column_default FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = :t",
+            t=TABLE,
+        )
+        wanted["queue"] = "'default'::character varying"
+        wanted["id"] = "nextval('maintenance_tasks_id_seq'::regclass)"
+    else:
+        rows = [(r[1], r[4]) for r in sql(url, f"PRAGMA table_info({TABLE})")]
+        # PRAGMA table_info gives the text of the DEFAULT clause without its parentheses.
+    assert {name: default for name, default in rows if default is not None} == wanted
 
 
 def test_constraints_act(empty_backend: Backend) -> None:
@@ -361,11 +329,11 @@ def test_constraints_act(empty_backend: Backend) -> None:
     with pytest.raises(IntegrityError):
         sql(
             url,
-            f"INSERT INTO {TABLE} (status, processor_type, processor_json, queue, priority, "
-            "delay, start_at, attempts, max_attempts, waiting_on, created_at, updated_at) "
-            "VALUES ('BOGUS', 'x', '{}', 'default', 0, 0, CURRENT_TIMESTAMP, 0, 1, 0, "
-            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            f"INSERT INTO {TABLE} (status, processor_type, processor_json, delay) "
+            "VALUES ('BOGUS', 'x', '{}', 0)",
         )
+    with pytest.raises(IntegrityError):  # no server default for the status, as in the origin
+        sql(url, f"INSERT INTO {TABLE} (processor_type, processor_json) VALUES ('x', '{{}}')")
     assert sql(url, f"SELECT count(*) FROM {TABLE}") == [(5,)]
 
 
@@ -377,8 +345,8 @@ def test_check_reports_what_differs(empty_backend: Backend) -> None:
     # Same name, columns and predicate, but ascending priority: the claim order breaks.
     sql(
         url,
-        f"CREATE INDEX ix_maintenance_tasks_claimable ON {TABLE} (queue, priority, id) "
-        "WHERE status = 'PENDING' AND waiting_on = 0",
+        f"CREATE INDEX ix_maintenance_tasks_claimable ON {TABLE} "
+        "(queue, priority, created_at, id) WHERE status = 'PENDING' AND waiting_on = 0",
     )
     sql(url, f"ALTER TABLE {TABLE} ADD COLUMN stray INTEGER")
 
@@ -387,6 +355,31 @@ def test_check_reports_what_differs(empty_backend: Backend) -> None:
     assert ("add_index", "ix_maintenance_tasks_lease") in found
     assert ("add_index", "ix_maintenance_tasks_claimable") in found
     assert ("remove_column", "stray") in found
+
+
+def test_check_reports_a_missing_claim_index(empty_backend: Backend) -> None:
+    url = empty_backend.url
+    migrate.upgrade(url)
+    sql(url, "DROP INDEX ix_maintenance_tasks_claimable_any")
+
+    found = [(op[0], op[1].name) for op in migrate.check(url)]
+
+    assert found == [("add_index", "ix_maintenance_tasks_claimable_any")]
+
+
+def test_check_reports_a_missing_server_default(empty_backend: Backend) -> None:
+    url = empty_backend.url
+    table = cast(Table, MaintenanceTask.__table__)
+    with connect(url) as conn:
+        ddl = str(CreateTable(table).compile(dialect=conn.dialect))
+        plain = "waiting_on INTEGER NOT NULL"
+        conn.exec_driver_sql(ddl.replace("waiting_on INTEGER DEFAULT 0 NOT NULL", plain))
+        for index in table.indexes:
+            index.create(conn)
+
+    found = [op for op in migrate.check(url) for op in (op if isinstance(op, list) else [op])]
+
+    assert [(op[0], op[3]) for op in found] == [("modify_default", "waiting_on")]
 
 
 # -- around the edges ----------------------------------------------------------------------
@@ -399,16 +392,18 @@ def test_task_round_trip_after_upgrade(empty_backend: Backend) -> None:
 
     task = create_maintenance_task(Echo(value=1), database=url, settings=settings)
 
-    database = Database(url)
+    engine = migrate.open_engine(url)
     try:
-        row = Store(database).run(operations.get_task(task.id))
+        with Session(engine) as session:
+            stored = session.get(MaintenanceTask, task.id)
+            assert stored is not None
+            assert stored.status is MaintenanceTaskStatus.PENDING
+            assert stored.processor_type == "tests.processors.Echo"
+            assert stored.get_processor(loader_for(settings)) == Echo(value=1)
+            assert stored.start_at.tzinfo is not None
+            assert stored.rescues == 0
     finally:
-        database.dispose()
-    stored = MaintenanceTask(**row._asdict())
-    assert stored.status is MaintenanceTaskStatus.PENDING
-    assert stored.processor_type == "tests.processors.Echo"
-    assert stored.get_processor(loader_for(settings)) == Echo(value=1)
-    assert stored.start_at.tzinfo is not None
+        engine.dispose()
 
 
 def test_downgrade_to_base_and_back(empty_backend: Backend) -> None:
@@ -419,9 +414,22 @@ def test_downgrade_to_base_and_back(empty_backend: Backend) -> None:
     assert migrate.current(url) is None
     with connect(url) as conn:
         assert TABLE not in inspect(conn).get_table_names()
+    if empty_backend.is_postgres:
+        assert catalog(url)["enums"] == []  # the origin's enum type went with its table
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     assert migrate.check(url) == []
+
+
+def test_downgrade_step_by_step_and_back(empty_backend: Backend, reference: str) -> None:
+    url = empty_backend.url
+    migrate.upgrade(url)
+    insert(url, unique_key="kept", status=MaintenanceTaskStatus.PENDING)
+    for revision in reversed(CHAIN[:-1]):
+        assert migrate.downgrade(url, revision).after == revision
+    assert migrate.downgrade(url, "base").after is None
+    migrate.upgrade(url)
+    assert catalog(url) == catalog(reference)
 
 
 def test_offline_sql_has_the_partial_indexes(
@@ -431,7 +439,9 @@ def test_offline_sql_has_the_partial_indexes(
     out = capsys.readouterr().out
     assert "CREATE TABLE maintenance_tasks" in out
     assert "WHERE status = 'PENDING' AND waiting_on = 0" in out
+    assert "(queue, priority DESC, created_at, id)" in out
     assert "CREATE UNIQUE INDEX uq_maintenance_tasks_unique_key_open" in out
+    assert migrate.VERSION_TABLE in out
     assert migrate.current(empty_backend.url) is None  # nothing was run
 
 
@@ -441,9 +451,12 @@ def test_upgrade_adopts_a_create_all_schema(empty_backend: Backend) -> None:
         Base.metadata.create_all(conn)
     insert(url, unique_key="kept")
 
-    migrate.upgrade(url)
+    done = migrate.upgrade(url)
 
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
+    assert done.notes == (
+        "adopted table 'maintenance_tasks', equal to the models (stamped at head)",
+    )
     assert migrate.check(url) == []
     assert sql(url, f"SELECT unique_key FROM {TABLE}") == [("kept",)]
 
@@ -465,10 +478,15 @@ def test_unknown_revision_is_a_nightcrew_error(empty_backend: Backend) -> None:
     assert migrate.current(empty_backend.url) is None
 
 
+def test_downgrade_of_an_unmigrated_database_is_refused(empty_backend: Backend) -> None:
+    with pytest.raises(migrate.MigrationError, match="nothing to downgrade"):
+        migrate.downgrade(empty_backend.url, "base")
+
+
 def test_database_newer_than_the_package(empty_backend: Backend) -> None:
     url = empty_backend.url
     migrate.upgrade(url)
-    sql(url, "UPDATE alembic_version SET version_num = '0999'")
+    sql(url, f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0999'")
     with pytest.raises(migrate.MigrationError, match="0999"):
         migrate.upgrade(url)
 
@@ -492,3 +510,49 @@ def test_unreachable_database_is_a_clear_error(url: str) -> None:
             migrate.current(url)
     else:
         assert migrate.current(url) is None  # a missing file is an unmigrated database
+
+
+# -- the commands --------------------------------------------------------------------------
+
+
+def _last_line(result: Any) -> str:
+    assert result.returncode == 0, result.stderr
+    lines: list[str] = result.stdout.strip().splitlines()
+    return lines[-1]
+
+
+def test_db_upgrade_says_from_which_revision_to_which(empty_backend: Backend) -> None:
+    assert _last_line(run_cli(empty_backend, "db", "upgrade")).endswith(
+        f"upgraded from base to {HEAD}"
+    )
+    assert _last_line(run_cli(empty_backend, "db", "upgrade")).endswith(
+        f"already at {HEAD}, nothing to do"
+    )
+
+
+def test_db_upgrade_to_base_says_nothing_changed(empty_backend: Backend) -> None:
+    run_cli(empty_backend, "db", "upgrade")
+
+    line = _last_line(run_cli(empty_backend, "db", "upgrade", "--revision", "base"))
+
+    assert f"still at {HEAD}, nothing to do" in line
+    assert "nightcrew db downgrade --revision base" in line
+    assert migrate.current(empty_backend.url) == HEAD
+
+
+def test_db_downgrade_goes_back_to_the_revision(empty_backend: Backend) -> None:
+    run_cli(empty_backend, "db", "upgrade")
+
+    line = _last_line(run_cli(empty_backend, "db", "downgrade", "--revision", "origin"))
+
+    assert line.endswith(f"downgraded from {HEAD} to origin")
+    assert migrate.current(empty_backend.url) == "origin"
+
+
+def test_db_downgrade_needs_a_revision(empty_backend: Backend) -> None:
+    run_cli(empty_backend, "db", "upgrade")
+
+    result = run_cli(empty_backend, "db", "downgrade")
+
+    assert result.returncode != 0
+    assert migrate.current(empty_backend.url) == HEAD

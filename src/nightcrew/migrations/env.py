@@ -7,8 +7,13 @@ revision with ``alembic.command.revision(nightcrew.migrate.make_config(url), ...
 engine is made from that URL the same way. Offline mode (``--sql``) renders the SQL for
 the URL's dialect.
 
-The version table is created unqualified, so on PostgreSQL it lives in the first schema of
-the connection's ``search_path``, next to ``maintenance_tasks``.
+The version table is nightcrew's own, ``nightcrew_alembic_version`` (the application's
+Alembic keeps ``alembic_version``), and autogenerate compares only nightcrew's tables: both
+come from `nightcrew.migrate.context_options`, shared with `nightcrew.migrate`. It is
+created unqualified, so on PostgreSQL it lives in the first schema of the connection's
+``search_path``, next to ``maintenance_tasks``. Moving nightcrew 0.1's row out of
+``alembic_version`` and adopting existing tables are done by `nightcrew.migrate` before it
+gets here; plain ``alembic`` commands do neither.
 """
 
 from __future__ import annotations
