@@ -139,7 +139,8 @@ class TaskStore(ABC):
 
     # ------------------------------------------------------------ the worker's hot path
 
-    def _sql(self, stmt: Executable) -> Compiled:
+    def compiled(self, stmt: Executable) -> Compiled:
+        """A hot statement as this store sends it (SQL text for the raw driver)."""
         # Hot statements are built once and cached by `statements`, so their identity is
         # a stable key; the statement is kept alongside so the id cannot be reused.
         entry = self._compiled.get(id(stmt))
@@ -149,7 +150,7 @@ class TaskStore(ABC):
         return entry[1]
 
     async def _rows(self, role: str, stmt: Executable, params: dict[str, Any]) -> list[Any]:
-        compiled = self._sql(stmt)
+        compiled = self.compiled(stmt)
         with driver_errors():
             return await self._fetch(role, compiled.sql, {**compiled.constants, **params})
 
@@ -262,7 +263,7 @@ class TaskStore(ABC):
             "lease_until": utcnow() + timedelta(seconds=lease_seconds),
         }
         rows = await self._rows("upkeep", st.heartbeat_statement(self.dialect), self._bind(params))
-        return [Held(int(row[0]), bool(row[1])) for row in rows]
+        return [Held(int(row[0]), row[1] is not None) for row in rows]
 
     async def cancel_requests(self, leases: Sequence[tuple[int, str]]) -> list[int]:
         """The ids among these leases an operator asked to cancel."""

@@ -456,7 +456,9 @@ def heartbeat_statement(dialect: Dialect) -> Update:
         .values(
             lease_expires_at=bindparam("lease_until", type_=UTCDateTime), updated_at=c.updated_at
         )
-        .returning(c.id, c.cancel_requested_at.is_not(None))
+        # The column itself, not ``IS NOT NULL``: SQLite 3.40 evaluates that expression in
+        # the RETURNING of an UPDATE ... FROM wrongly (true for every row).
+        .returning(c.id, c.cancel_requested_at)
     )
 
 
