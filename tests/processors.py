@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any, ClassVar
 
+from pydantic import ConfigDict
+
 from nightcrew import MaintenanceTask, MaintenanceTaskProcessor
 
 
@@ -18,6 +20,16 @@ class Echo(MaintenanceTaskProcessor):
 
     async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
         return {"value": self.value, "label": self.label, "task_id": task.id}
+
+
+class StrictEcho(MaintenanceTaskProcessor):
+    """`Echo` that opts into strict fields: an unknown key in its configuration is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: int = 0
+
+    async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        return {"value": self.value}
 
 
 class SyncEcho(MaintenanceTaskProcessor):

@@ -16,11 +16,11 @@ async def loop_type() -> type:
 
 
 def test_auto_runs_on_uvloop_when_it_is_installed() -> None:
-    assert event_loop.run(loop_type(), Settings(event_loop="auto")) is uvloop.Loop
+    assert event_loop.run_loop(loop_type(), Settings(event_loop="auto")) is uvloop.Loop
 
 
 def test_asyncio_can_be_chosen_explicitly() -> None:
-    chosen = event_loop.run(loop_type(), Settings(event_loop="asyncio"))
+    chosen = event_loop.run_loop(loop_type(), Settings(event_loop="asyncio"))
     assert chosen is not uvloop.Loop
     assert issubclass(chosen, asyncio.AbstractEventLoop)
 
@@ -32,7 +32,7 @@ def test_asking_for_uvloop_without_it_is_a_configuration_error(
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
     with pytest.raises(ConfigurationError, match="uvloop is not installed"):
-        event_loop.run(loop_type(), Settings(event_loop="uvloop"))
+        event_loop.run_loop(loop_type(), Settings(event_loop="uvloop"))
 
 
 def test_an_unknown_loop_name_is_refused() -> None:

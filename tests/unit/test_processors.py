@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +30,8 @@ from nightcrew import (
     ProcessorNotAllowed,
     Settings,
 )
-from nightcrew.processors import Noop, loader_for
+from nightcrew.errors import ProcessorImportError
+from nightcrew.processors import Noop, loader_for, unknown_fields
 from tests.conftest import ROOT
 from tests.processors import Echo, RecordRun, Retrying
 
@@ -138,6 +140,21 @@ def test_a_missing_name_in_an_allowed_module_is_refused(loader: ProcessorLoader)
 def test_a_missing_submodule_of_an_allowed_module_is_refused(loader: ProcessorLoader) -> None:
     with pytest.raises(ProcessorNotAllowed, match="cannot be imported"):
         loader.resolve("tests.processors.nothing_here.Echo")
+
+
+def test_an_allowed_module_that_raises_on_import_is_a_processor_import_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "raises_on_import.py").write_text("raise RuntimeError('half-deployed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "raises_on_import", raising=False)
+    loader = ProcessorLoader(["raises_on_import"])
+    with pytest.raises(ProcessorImportError, match="half-deployed"):
+        loader.resolve("raises_on_import.Thing")
+
+
+def test_a_processor_import_error_is_a_refusal() -> None:
+    assert issubclass(ProcessorImportError, ProcessorNotAllowed)
 
 
 def test_a_processor_reached_through_a_module_that_imports_it_is_refused() -> None:
@@ -261,10 +278,10 @@ def test_class_variables_are_not_part_of_the_configuration() -> None:
     ("class_path", "processor_json", "field"),
     [
         ("tests.processors.Echo", '{"value": "not a number"}', "value"),
-        ("tests.processors.Echo", '{"value": 1, "surprise": true}', "surprise"),
+        ("tests.processors.StrictEcho", '{"value": 1, "surprise": true}', "surprise"),
         ("tests.processors.RecordRun", '{"key": "k"}', "path"),
     ],
-    ids=["wrong type", "unknown field", "missing field"],
+    ids=["wrong type", "unknown field of a strict processor", "missing field"],
 )
 def test_invalid_configuration_names_the_field(
     loader: ProcessorLoader, class_path: str, processor_json: str, field: str
@@ -285,19 +302,41 @@ def test_configuration_may_be_given_as_bytes(loader: ProcessorLoader) -> None:
     assert loader.load("tests.processors.Echo", b'{"value": 5}') == Echo(value=5)
 
 
-class Lenient(MaintenanceTaskProcessor):
-    """Opts in to unknown fields, as DESIGN.md section 4 allows."""
+def test_unknown_fields_are_accepted_by_default_and_reported(loader: ProcessorLoader) -> None:
+    # The origin's semantics: unknown keys in a stored configuration are kept and ignored.
+    loaded = loader.load("tests.processors.Echo", '{"value": 1, "surprise": true}')
+    assert isinstance(loaded, Echo)
+    assert loaded.value == 1
+    assert unknown_fields(loaded) == ["surprise"]
 
-    model_config = ConfigDict(extra="allow")
+
+def test_unknown_fields_are_kept_in_the_stored_configuration(loader: ProcessorLoader) -> None:
+    loaded = loader.load("tests.processors.Echo", '{"value": 1, "surprise": true}')
+    assert json.loads(loaded.model_dump_json()) == {"value": 1, "label": "", "surprise": True}
+
+
+def test_a_processor_without_unknown_fields_reports_none(loader: ProcessorLoader) -> None:
+    assert unknown_fields(loader.load("tests.processors.Echo", '{"value": 1}')) == []
+
+
+class Strict(MaintenanceTaskProcessor):
+    """Opts into strict fields, as the base class's configuration allows."""
+
+    model_config = ConfigDict(extra="forbid")
     value: int = 0
 
     async def __call__(self, task: MaintenanceTask) -> None:
         return None
 
 
-def test_a_processor_that_allows_unknown_fields_accepts_them() -> None:
-    loaded = ProcessorLoader([__name__]).load(Lenient.class_path(), '{"value": 1, "extra": 2}')
-    assert loaded == Lenient(value=1, extra=2)
+def test_a_processor_that_forbids_extra_fields_still_refuses_unknown_fields() -> None:
+    with pytest.raises(InvalidProcessorConfig, match=r"\bsurprise\b"):
+        ProcessorLoader([__name__]).load(Strict.class_path(), '{"value": 1, "surprise": 2}')
+
+
+def test_a_processor_that_forbids_extra_fields_refuses_them_when_built() -> None:
+    with pytest.raises(ValidationError, match="surprise"):
+        Strict(value=1, surprise=2)  # type: ignore[call-arg]
 
 
 # ---------------------------------------------------------------- size bounds
