@@ -19,6 +19,7 @@ from nightcrew import (
     MaintenanceTask,
     MaintenanceTaskProcessor,
     MaintenanceTaskStatus,
+    Nightcrew,
     PayloadTooLarge,
     ProcessorNotAllowed,
     Settings,
@@ -32,8 +33,10 @@ from nightcrew import (
 from nightcrew.errors import InvalidTaskOptions
 from nightcrew.models import utcnow
 from nightcrew.processors import loader_for
-from nightcrew.store import Database, Store, operations
+from nightcrew.store import Database, TaskStore, ops
+from nightcrew.values import TaskFilter
 from tests.conftest import ROOT, Backend
+from tests.helpers import orm_task, task_count
 from tests.processors import Echo, RecordRun, Retrying
 
 S = MaintenanceTaskStatus
@@ -44,16 +47,6 @@ class Outsider(MaintenanceTaskProcessor):
 
     async def __call__(self, task: MaintenanceTask) -> None:
         return None
-
-
-def task_count(store: Store) -> int:
-    return sum(store.run(operations.count_by_status()).values())
-
-
-def read_task(database: Database, task_id: int) -> MaintenanceTask:
-    """The row as the ORM sees it, through a session of its own."""
-    with Session(database.sync_engine, expire_on_commit=False) as session:
-        return session.get_one(MaintenanceTask, task_id)
 
 
 def store_row(database: Database, processor_type: str, processor_json: str) -> int:
@@ -78,7 +71,7 @@ def test_a_created_task_is_pending_and_due_now(database: Database, settings: Set
 
 def test_the_returned_task_matches_the_stored_row(database: Database, settings: Settings) -> None:
     task = create_maintenance_task(Echo(value=2), database=database, settings=settings)
-    stored = read_task(database, task.id)
+    stored = orm_task(database, task.id)
     columns = MaintenanceTask.__table__.columns.keys()
     assert {c: getattr(task, c) for c in columns} == {c: getattr(stored, c) for c in columns}
 
@@ -87,7 +80,7 @@ def test_processor_round_trips_through_the_database(database: Database, settings
     original = RecordRun(path="/tmp/ünïcode ✓.txt", key="k-1", seconds=0.25)
     task_id = create_maintenance_task(original, database=database, settings=settings).id
 
-    stored = read_task(database, task_id)
+    stored = orm_task(database, task_id)
 
     assert stored.processor_type == "tests.processors.RecordRun"
     assert stored.get_processor(loader_for(settings)) == original
@@ -97,11 +90,20 @@ def test_stored_datetimes_read_back_as_aware_utc(database: Database, settings: S
     start_at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
     task_id = create_maintenance_task(Echo(), start_at, database=database, settings=settings).id
 
-    stored = read_task(database, task_id)
+    stored = orm_task(database, task_id)
 
     assert stored.start_at == start_at
     assert stored.start_at.tzinfo is UTC
     assert stored.created_at.tzinfo is UTC
+
+
+def test_a_naive_start_at_is_read_as_utc(database: Database, settings: Settings) -> None:
+    # The origin's columns meant UTC (its examples pass datetime.utcnow()).
+    task_id = create_maintenance_task(
+        Echo(), datetime(2030, 1, 2, 3, 4, 5), database=database, settings=settings
+    ).id
+
+    assert orm_task(database, task_id).start_at == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_start_at_defaults_to_now_plus_delay(database: Database, settings: Settings) -> None:
@@ -121,7 +123,7 @@ def test_per_task_options_are_stored(database: Database, settings: Settings) -> 
         database=database,
         settings=settings,
     )
-    stored = read_task(database, task.id)
+    stored = orm_task(database, task.id)
     assert (stored.priority, stored.queue, stored.max_attempts, stored.timeout) == (
         7,
         "reports",
@@ -134,7 +136,7 @@ def test_processor_class_defaults_apply_when_options_are_not_given(
     database: Database, settings: Settings
 ) -> None:
     task = create_maintenance_task(Retrying(), database=database, settings=settings)
-    assert read_task(database, task.id).max_attempts == Retrying.max_attempts == 3
+    assert orm_task(database, task.id).max_attempts == Retrying.max_attempts == 3
 
 
 def test_bulk_enqueue_of_mixed_processors_keeps_each_class_defaults_and_order(
@@ -143,7 +145,7 @@ def test_bulk_enqueue_of_mixed_processors_keeps_each_class_defaults_and_order(
     processors = [Echo(value=1), Retrying(), Echo(value=2), Retrying(), Echo(label='é\\"x')]
     ids = create_maintenance_tasks(processors, database=database, settings=settings)
 
-    rows = [read_task(database, i) for i in ids]
+    rows = [orm_task(database, i) for i in ids]
     loader = loader_for(settings)
     assert [loader.load(r.processor_type, r.processor_json) for r in rows] == processors
     assert [r.max_attempts for r in rows] == [1, 3, 1, 3, 1]
@@ -152,34 +154,34 @@ def test_bulk_enqueue_of_mixed_processors_keeps_each_class_defaults_and_order(
 async def test_the_async_twin_creates_a_task(adatabase: Database, settings: Settings) -> None:
     task = await acreate_maintenance_task(Echo(value=3), database=adatabase, settings=settings)
     assert task.status is S.PENDING
-    assert read_task(adatabase, task.id).get_processor(loader_for(settings)) == Echo(value=3)
+    assert orm_task(adatabase, task.id).get_processor(loader_for(settings)) == Echo(value=3)
 
 
 # ---------------------------------------------------------------- the caller's transaction
 
 
 def test_enqueue_in_a_session_that_rolls_back_leaves_no_task(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     with Session(database.sync_engine) as session:
         task = create_maintenance_task(Echo(), session=session, settings=settings)
         session.rollback()
     with pytest.raises(TaskNotFound):
-        store.run(operations.get_task(task.id))
+        store.run(ops.get_task, task.id)
     assert task_count(store) == 0
 
 
 def test_enqueue_in_a_session_that_commits_keeps_the_task(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     with Session(database.sync_engine) as session:
         task = create_maintenance_task(Echo(value=4), session=session, settings=settings)
         session.commit()
-    assert store.run(operations.get_task(task.id)).processor_json == Echo(value=4).model_dump_json()
+    assert store.run(ops.get_task, task.id).processor_json == Echo(value=4).model_dump_json()
 
 
 def test_enqueue_commits_and_rolls_back_with_the_callers_own_rows(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     # The caller's row and the task share one transaction: both or neither.
     with Session(database.sync_engine) as session:
@@ -190,12 +192,12 @@ def test_enqueue_commits_and_rolls_back_with_the_callers_own_rows(
         create_maintenance_task(Echo(value=2), session=session, settings=settings)
         session.add(MaintenanceTask(processor_type="tests.processors.Echo", processor_json="{}"))
         session.commit()
-    stored = sorted(row.processor_json for row in store.run(operations.list_tasks()))
+    stored = sorted(row.processor_json for row in store.run(ops.list_tasks, TaskFilter()).tasks)
     assert stored == sorted([Echo(value=2).model_dump_json(), "{}"])
 
 
 def test_enqueue_on_a_connection_that_rolls_back_leaves_no_task(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     with database.sync_engine.connect() as conn:
         create_maintenance_task(Echo(), session=conn, settings=settings)
@@ -204,7 +206,7 @@ def test_enqueue_on_a_connection_that_rolls_back_leaves_no_task(
 
 
 def test_bulk_enqueue_in_a_session_that_rolls_back_leaves_no_task(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     with Session(database.sync_engine) as session:
         ids = create_maintenance_tasks(
@@ -216,12 +218,12 @@ def test_bulk_enqueue_in_a_session_that_rolls_back_leaves_no_task(
 
 
 async def test_async_enqueue_in_a_session_that_rolls_back_leaves_no_task(
-    adatabase: Database, settings: Settings
+    adatabase: Database, store: TaskStore, settings: Settings
 ) -> None:
     async with AsyncSession(adatabase.async_engine) as session:
         await acreate_maintenance_task(Echo(), session=session, settings=settings)
         await session.rollback()
-    assert task_count(Store(adatabase)) == 0
+    assert task_count(store) == 0
 
 
 async def test_async_enqueue_in_a_session_that_commits_keeps_the_task(
@@ -230,18 +232,18 @@ async def test_async_enqueue_in_a_session_that_commits_keeps_the_task(
     async with AsyncSession(adatabase.async_engine) as session:
         task = await acreate_maintenance_task(Echo(value=5), session=session, settings=settings)
         await session.commit()
-    assert read_task(adatabase, task.id).get_processor(loader_for(settings)) == Echo(value=5)
+    assert orm_task(adatabase, task.id).get_processor(loader_for(settings)) == Echo(value=5)
 
 
 async def test_async_bulk_enqueue_in_a_session_that_rolls_back_leaves_no_task(
-    adatabase: Database, settings: Settings
+    adatabase: Database, store: TaskStore, settings: Settings
 ) -> None:
     async with AsyncSession(adatabase.async_engine) as session:
         await acreate_maintenance_tasks(
             [Echo(value=i) for i in range(50)], session=session, settings=settings
         )
         await session.rollback()
-    assert task_count(Store(adatabase)) == 0
+    assert task_count(store) == 0
 
 
 # ---------------------------------------------------------------- bulk
@@ -269,10 +271,20 @@ def test_bulk_options_apply_to_every_task(database: Database, settings: Settings
     ids = create_maintenance_tasks(
         [Echo(value=i) for i in range(3)], options, database=database, settings=settings
     )
-    tasks = [read_task(database, task_id) for task_id in ids]
+    tasks = [orm_task(database, task_id) for task_id in ids]
     assert {(t.queue, t.priority, t.status, t.max_attempts) for t in tasks} == {
         ("bulk", 3, S.INACTIVE, 2)
     }
+
+
+def test_an_app_passed_as_the_database_writes_through_its_store_and_stays_open(
+    app: Nightcrew,
+) -> None:
+    first = create_maintenance_task(Echo(value=5), database=app)
+    (second,) = create_maintenance_tasks([Echo(value=6)], database=app)
+
+    assert app.store.run(ops.get_task, first.id).processor_json == Echo(value=5).model_dump_json()
+    assert app.store.run(ops.get_task, second).processor_json == Echo(value=6).model_dump_json()
 
 
 def test_without_a_database_the_settings_database_url_is_used(
@@ -281,8 +293,8 @@ def test_without_a_database_the_settings_database_url_is_used(
     task = create_maintenance_task(Echo(value=5), settings=settings)
     (bulk_id,) = create_maintenance_tasks([Echo(value=6)], settings=settings)
 
-    assert read_task(database, task.id).processor_json == Echo(value=5).model_dump_json()
-    assert read_task(database, bulk_id).processor_json == Echo(value=6).model_dump_json()
+    assert orm_task(database, task.id).processor_json == Echo(value=5).model_dump_json()
+    assert orm_task(database, bulk_id).processor_json == Echo(value=6).model_dump_json()
 
 
 async def test_without_a_database_the_async_twins_use_the_settings_database_url(
@@ -291,8 +303,8 @@ async def test_without_a_database_the_async_twins_use_the_settings_database_url(
     task = await acreate_maintenance_task(Echo(value=7), settings=settings)
     (bulk_id,) = await acreate_maintenance_tasks([Echo(value=8)], settings=settings)
 
-    assert read_task(database, task.id).processor_json == Echo(value=7).model_dump_json()
-    assert read_task(database, bulk_id).processor_json == Echo(value=8).model_dump_json()
+    assert orm_task(database, task.id).processor_json == Echo(value=7).model_dump_json()
+    assert orm_task(database, bulk_id).processor_json == Echo(value=8).model_dump_json()
 
 
 def test_a_database_failure_is_raised_as_a_nightcrew_database_error(
@@ -310,7 +322,7 @@ def test_bulk_enqueue_of_nothing_returns_no_ids(database: Database, settings: Se
 
 
 def test_bulk_enqueue_with_one_refused_processor_writes_nothing(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     processors: list[MaintenanceTaskProcessor] = [Echo(value=i) for i in range(10)]
     processors.append(Outsider())
@@ -326,7 +338,7 @@ async def test_async_bulk_enqueue_returns_ids_in_order(
         [Echo(value=i) for i in range(100)], database=adatabase, settings=settings
     )
     loader = loader_for(settings)
-    assert [read_task(adatabase, i).get_processor(loader) for i in ids[::33]] == [
+    assert [orm_task(adatabase, i).get_processor(loader) for i in ids[::33]] == [
         Echo(value=v) for v in range(0, 100, 33)
     ]
 
@@ -335,7 +347,7 @@ async def test_async_bulk_enqueue_returns_ids_in_order(
 
 
 def test_a_processor_outside_the_allowlist_is_refused_and_nothing_written(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     with pytest.raises(ProcessorNotAllowed):
         create_maintenance_task(Outsider(), database=database, settings=settings)
@@ -347,7 +359,7 @@ def test_a_stored_row_naming_a_non_processor_is_refused(
 ) -> None:
     task_id = store_row(database, "tests.processors.NotAProcessor", "{}")
     with pytest.raises(ProcessorNotAllowed):
-        read_task(database, task_id).get_processor(loader_for(settings))
+        orm_task(database, task_id).get_processor(loader_for(settings))
 
 
 @pytest.mark.parametrize("class_path", ["tests.processorsX.Foo", "tests.processors_evil.Evil"])
@@ -355,7 +367,7 @@ def test_a_stored_row_with_a_prefix_trick_is_refused(database: Database, class_p
     task_id = store_row(database, class_path, "{}")
     loader = loader_for(Settings(processor_modules=["tests.processors"]))
     with pytest.raises(ProcessorNotAllowed, match="not in the allowed modules"):
-        read_task(database, task_id).get_processor(loader)
+        orm_task(database, task_id).get_processor(loader)
 
 
 def test_a_stored_row_with_an_invalid_configuration_names_the_field(
@@ -363,7 +375,7 @@ def test_a_stored_row_with_an_invalid_configuration_names_the_field(
 ) -> None:
     task_id = store_row(database, "tests.processors.Echo", '{"value": "many"}')
     with pytest.raises(InvalidProcessorConfig, match=r"\bvalue\b"):
-        read_task(database, task_id).get_processor(loader_for(settings))
+        orm_task(database, task_id).get_processor(loader_for(settings))
 
 
 _READ_STORED_ROW = """
@@ -416,7 +428,6 @@ def test_a_stored_row_naming_a_module_outside_the_allowlist_never_imports_it(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"start_at": datetime(2030, 1, 1)}, "timezone-aware"),
         ({"delay": -1}, "delay"),
         ({"max_attempts": 0}, "max_attempts"),
         ({"max_attempts": 2**31}, "max_attempts"),
@@ -432,7 +443,7 @@ def test_a_stored_row_naming_a_module_outside_the_allowlist_never_imports_it(
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
 def test_invalid_options_are_refused_and_nothing_written(
-    database: Database, store: Store, settings: Settings, options: dict[str, Any], message: str
+    database: Database, store: TaskStore, settings: Settings, options: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(InvalidTaskOptions, match=message):
         create_maintenance_task(Echo(), database=database, settings=settings, **options)
@@ -440,7 +451,7 @@ def test_invalid_options_are_refused_and_nothing_written(
 
 
 def test_processor_json_over_the_size_limit_is_refused_and_nothing_written(
-    backend: Backend, database: Database, store: Store
+    backend: Backend, database: Database, store: TaskStore
 ) -> None:
     settings = backend.settings(max_processor_json_bytes=64)
     with pytest.raises(PayloadTooLarge):
@@ -449,7 +460,7 @@ def test_processor_json_over_the_size_limit_is_refused_and_nothing_written(
 
 
 def test_something_that_is_not_a_processor_is_refused(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     with pytest.raises(InvalidTaskOptions, match="MaintenanceTaskProcessor"):
         create_maintenance_task(

@@ -8,36 +8,26 @@ import sys
 import time
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nightcrew import (
     InvalidTransition,
-    MaintenanceTask,
     MaintenanceTaskStatus,
+    Nightcrew,
     Settings,
     TaskOptions,
     acreate_maintenance_task,
+    actions,
     create_maintenance_task,
     create_maintenance_tasks,
 )
-from nightcrew.models import OPEN_STATUSES, utcnow
-from nightcrew.store import Database, Store, operations
+from nightcrew.models import OPEN_STATUSES
+from nightcrew.store import Database, TaskStore
 from tests.conftest import ROOT, Backend
+from tests.helpers import orm_tasks_with_key, set_status, task_count
 from tests.processors import Echo
 
 S = MaintenanceTaskStatus
-
-
-def tasks_with_key(database: Database, key: str) -> list[MaintenanceTask]:
-    with Session(database.sync_engine) as session:
-        query = select(MaintenanceTask).where(MaintenanceTask.unique_key == key)
-        return list(session.scalars(query.order_by(MaintenanceTask.id)))
-
-
-def set_status(database: Database, task_id: int, status: MaintenanceTaskStatus) -> None:
-    with Session(database.sync_engine) as session, session.begin():
-        session.get_one(MaintenanceTask, task_id).status = status
 
 
 def test_a_second_create_with_the_same_key_returns_the_existing_task(
@@ -51,7 +41,7 @@ def test_a_second_create_with_the_same_key_returns_the_existing_task(
     )
     assert second.id == first.id
     assert second.processor_json == Echo(value=1).model_dump_json()
-    assert [t.id for t in tasks_with_key(database, "nightly")] == [first.id]
+    assert [t.id for t in orm_tasks_with_key(database, "nightly")] == [first.id]
 
 
 def test_different_keys_make_different_tasks(database: Database, settings: Settings) -> None:
@@ -61,11 +51,11 @@ def test_different_keys_make_different_tasks(database: Database, settings: Setti
 
 
 def test_tasks_without_a_key_are_never_merged(
-    database: Database, store: Store, settings: Settings
+    database: Database, store: TaskStore, settings: Settings
 ) -> None:
     for _ in range(3):
         create_maintenance_task(Echo(), database=database, settings=settings)
-    assert sum(store.run(operations.count_by_status()).values()) == 3
+    assert task_count(store) == 3
 
 
 @pytest.mark.parametrize("status", sorted(OPEN_STATUSES))
@@ -89,39 +79,33 @@ def test_after_the_holder_finishes_a_new_task_is_created(
 
     assert again.id != first.id
     assert again.status is S.PENDING
-    assert [t.status for t in tasks_with_key(database, "k")] == [status, S.PENDING]
+    assert [t.status for t in orm_tasks_with_key(database, "k")] == [status, S.PENDING]
 
 
-def test_a_key_freed_by_cancel_can_be_used_again(
-    database: Database, store: Store, settings: Settings
-) -> None:
-    first = create_maintenance_task(Echo(), unique_key="k", database=database, settings=settings)
-    store.run(operations.cancel(store.dialect, first.id, utcnow()))
-    again = create_maintenance_task(Echo(), unique_key="k", database=database, settings=settings)
+def test_a_key_freed_by_cancel_can_be_used_again(app: Nightcrew) -> None:
+    first = create_maintenance_task(Echo(), unique_key="k", database=app)
+    actions.cancel(app, first.id)
+    again = create_maintenance_task(Echo(), unique_key="k", database=app)
     assert again.id != first.id
 
 
-def test_retrying_a_task_whose_key_is_free_keeps_the_key(
-    database: Database, store: Store, settings: Settings
-) -> None:
-    first = create_maintenance_task(Echo(), unique_key="k", database=database, settings=settings)
-    store.run(operations.cancel(store.dialect, first.id, utcnow()))
-    store.run(operations.retry(store.dialect, first.id, utcnow()))
-    again = create_maintenance_task(Echo(), unique_key="k", database=database, settings=settings)
+def test_retrying_a_task_whose_key_is_free_keeps_the_key(app: Nightcrew) -> None:
+    first = create_maintenance_task(Echo(), unique_key="k", database=app)
+    actions.cancel(app, first.id)
+    actions.retry(app, first.id)
+    again = create_maintenance_task(Echo(), unique_key="k", database=app)
     assert again.id == first.id
 
 
-def test_retrying_a_task_whose_key_was_taken_again_is_refused(
-    database: Database, store: Store, settings: Settings
-) -> None:
-    first = create_maintenance_task(Echo(), unique_key="k", database=database, settings=settings)
-    store.run(operations.cancel(store.dialect, first.id, utcnow()))
-    holder = create_maintenance_task(Echo(), unique_key="k", database=database, settings=settings)
+def test_retrying_a_task_whose_key_was_taken_again_is_refused(app: Nightcrew) -> None:
+    first = create_maintenance_task(Echo(), unique_key="k", database=app)
+    actions.cancel(app, first.id)
+    holder = create_maintenance_task(Echo(), unique_key="k", database=app)
 
     with pytest.raises(InvalidTransition, match=f"held by open task {holder.id}"):
-        store.run(operations.retry(store.dialect, first.id, utcnow()))
+        actions.retry(app, first.id)
 
-    assert [t.status for t in tasks_with_key(database, "k")] == [S.CANCELLED, S.PENDING]
+    assert [t.status for t in orm_tasks_with_key(app.database, "k")] == [S.CANCELLED, S.PENDING]
 
 
 def test_bulk_enqueue_with_one_key_makes_one_task(database: Database, settings: Settings) -> None:
@@ -132,7 +116,7 @@ def test_bulk_enqueue_with_one_key_makes_one_task(database: Database, settings: 
         settings=settings,
     )
     assert len(set(ids)) == 1
-    assert len(tasks_with_key(database, "bulk")) == 1
+    assert len(orm_tasks_with_key(database, "bulk")) == 1
 
 
 async def test_the_async_twin_returns_the_existing_task(
@@ -154,7 +138,7 @@ def test_a_key_held_inside_an_uncommitted_session_is_released_by_its_rollback(
         create_maintenance_task(Echo(), unique_key="k", session=session, settings=settings)
         session.rollback()
     task = create_maintenance_task(Echo(), unique_key="k", database=database, settings=settings)
-    assert [t.id for t in tasks_with_key(database, "k")] == [task.id]
+    assert [t.id for t in orm_tasks_with_key(database, "k")] == [task.id]
 
 
 def test_enqueue_with_a_key_keeps_working_on_a_reused_connection(
@@ -216,6 +200,6 @@ def test_concurrent_enqueue_of_one_key_from_several_processes_makes_one_open_tas
 
     for k in range(KEYS):
         key = f"race-{k}"
-        stored = tasks_with_key(database, key)
+        stored = orm_tasks_with_key(database, key)
         assert [t.status for t in stored] == [S.PENDING], key
         assert {ids[key] for ids in seen} == {stored[0].id}, key
