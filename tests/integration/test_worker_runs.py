@@ -2,25 +2,15 @@
 
 Which tasks run and in what order, what a finished task's row holds, sync processors, and
 the allowlist applied at run time to rows that bypassed enqueue's checks.
-
-The helpers at the top (running a worker in the background, waiting on the database with
-a deadline) are shared with the other worker test modules.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from nightcrew import (
     MaintenanceTaskStatus,
@@ -30,147 +20,19 @@ from nightcrew import (
     create_maintenance_tasks,
 )
 from nightcrew.models import utcnow
-from nightcrew.store import Database, Store, operations
-from nightcrew.store import tasks as st
-from nightcrew.worker import Worker
+from nightcrew.store import Database, TaskStore
 from tests.conftest import Backend
+from tests.helpers import (
+    get_task,
+    insert_raw,
+    run_until_idle,
+    running_worker,
+    wait_for_status,
+    wait_until,
+)
 from tests.processors import Boom, Echo, RecordRun, SyncEcho, SyncWaitForFile
 
 S = MaintenanceTaskStatus
-
-#: Deadline for anything a worker should do "soon" (generous: a loaded 2-core machine).
-SOON = 30.0
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def start_ids_at(database: Database, last_id: int) -> None:
-    """PostgreSQL: the next task created gets ``last_id + 1``."""
-    stmt = text("SELECT setval(pg_get_serial_sequence('maintenance_tasks', 'id'), :n, false)")
-    with database.sync_engine.begin() as conn:
-        conn.execute(stmt, {"n": last_id + 1})
-
-
-async def get_task(database: Database, task_id: int) -> Any:
-    return await Store(database).arun(operations.get_task(task_id))
-
-
-async def statuses(database: Database, task_ids: list[int]) -> list[MaintenanceTaskStatus]:
-    return [(await get_task(database, i)).status for i in task_ids]
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[Any] | Any],
-    *,
-    what: str,
-    within: float = SOON,
-    worker: asyncio.Task[None] | None = None,
-) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail after
-    ``within`` seconds.
-
-    With ``worker`` (the task running `Worker.run`), a worker that died is reported at
-    once with its exception instead of as a timeout.
-    """
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if worker is not None and worker.done():
-            worker.result()  # raises the worker's exception, if any
-            raise AssertionError(f"worker stopped while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:g}s: {what}")
-        await asyncio.sleep(0.05)
-
-
-async def wait_for_status(
-    database: Database,
-    task_id: int,
-    *expected: MaintenanceTaskStatus,
-    within: float = SOON,
-    worker: asyncio.Task[None] | None = None,
-) -> Any:
-    last: list[Any] = []
-
-    async def check() -> Any:
-        row = await get_task(database, task_id)
-        last[:] = [row]
-        return row if row.status in expected else None
-
-    what = f"task {task_id} in {[s.value for s in expected]}"
-    try:
-        return await wait_until(check, what=what, within=within, worker=worker)
-    except AssertionError as exc:
-        if not last:
-            raise
-        row = last[0]
-        raise AssertionError(
-            f"{exc}; last seen {row.status.value}, attempts {row.attempts}, info {row.info}"
-        ) from None
-
-
-@contextlib.asynccontextmanager
-async def running_worker(
-    backend: Backend,
-    *,
-    concurrency: int = 4,
-    queues: list[str] | None = None,
-    queue_limits: dict[str, int] | None = None,
-    worker_id: str | None = None,
-    **settings: Any,
-) -> AsyncIterator[tuple[Worker, asyncio.Task[None]]]:
-    """A `Worker` running in the background of the test's loop; stopped on exit."""
-    worker = Worker(
-        backend.settings(**settings),
-        queues=queues,
-        concurrency=concurrency,
-        queue_limits=queue_limits,
-        worker_id=worker_id,
-    )
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker, task
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, 60)
-
-
-async def run_until_idle(backend: Backend, *, concurrency: int = 4, **settings: Any) -> Worker:
-    """Run a worker until nothing is due (the deploy-time runner's loop)."""
-    worker = Worker(backend.settings(**settings), concurrency=concurrency)
-    await asyncio.wait_for(worker.run(until_idle=True), 120)
-    return worker
-
-
-def insert_raw(database: Database, processor_type: str, processor_json: str) -> int:
-    """A PENDING row written with a plain Core insert, bypassing enqueue's checks."""
-    now = utcnow()
-    stmt = (
-        st.T.insert()
-        .values(
-            status=S.PENDING,
-            processor_type=processor_type,
-            processor_json=processor_json,
-            queue="default",
-            priority=0,
-            delay=0,
-            start_at=now,
-            attempts=0,
-            max_attempts=1,
-            waiting_on=0,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(st.T.c.id)
-    )
-    with database.sync_engine.begin() as conn:
-        task_id: int = conn.execute(stmt).scalar_one()
-    return task_id
 
 
 # ---------------------------------------------------------------- order
@@ -219,7 +81,7 @@ async def test_a_busy_worker_still_takes_higher_priority_tasks_first(
 
 
 async def test_returned_dict_is_stored_in_info_and_task_completes(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         Echo(value=7, label="seven"), database=database, settings=backend.settings()
@@ -227,7 +89,7 @@ async def test_returned_dict_is_stored_in_info_and_task_completes(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.COMPLETED
     assert row.info == {"value": 7, "label": "seven", "task_id": task.id}
     assert row.error is None
@@ -238,7 +100,7 @@ async def test_returned_dict_is_stored_in_info_and_task_completes(
 
 
 async def test_exception_ends_error_with_message_in_info_and_traceback_in_error(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         Boom(message="disk on fire"), database=database, settings=backend.settings()
@@ -246,7 +108,7 @@ async def test_exception_ends_error_with_message_in_info_and_traceback_in_error(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert row.info["error"] == str(RuntimeError("disk on fire"))
     assert row.error["type"] == "RuntimeError"
@@ -259,15 +121,17 @@ async def test_exception_ends_error_with_message_in_info_and_traceback_in_error(
 
 
 async def test_a_failing_task_does_not_stop_the_worker(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     settings = backend.settings()
     boom = create_maintenance_task(Boom(), database=database, settings=settings)
 
     async with running_worker(backend, concurrency=1) as (_, worker):
-        await wait_for_status(adatabase, boom.id, S.ERROR, worker=worker)
-        echo = await acreate_maintenance_task(Echo(value=1), database=adatabase, settings=settings)
-        row = await wait_for_status(adatabase, echo.id, S.COMPLETED, worker=worker)
+        await wait_for_status(astore, boom.id, S.ERROR, worker=worker)
+        echo = await acreate_maintenance_task(
+            Echo(value=1), database=astore.database, settings=settings
+        )
+        row = await wait_for_status(astore, echo.id, S.COMPLETED, worker=worker)
 
     assert row.info["value"] == 1
 
@@ -276,7 +140,7 @@ async def test_a_failing_task_does_not_stop_the_worker(
 
 
 async def test_inactive_tasks_are_not_run(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     settings = backend.settings()
     inactive = create_maintenance_task(Echo(), inactive=True, database=database, settings=settings)
@@ -284,15 +148,15 @@ async def test_inactive_tasks_are_not_run(
 
     await run_until_idle(backend)
 
-    assert (await get_task(adatabase, due.id)).status is S.COMPLETED
-    row = await get_task(adatabase, inactive.id)
+    assert (await get_task(astore, due.id)).status is S.COMPLETED
+    row = await get_task(astore, inactive.id)
     assert row.status is S.INACTIVE
     assert row.attempts == 0
     assert row.started_at is None and row.info is None
 
 
 async def test_future_tasks_are_not_run_before_they_are_due(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     settings = backend.settings()
     later = create_maintenance_task(Echo(), delay=3600, database=database, settings=settings)
@@ -303,22 +167,25 @@ async def test_future_tasks_are_not_run_before_they_are_due(
 
     await run_until_idle(backend)
 
-    assert (await get_task(adatabase, due.id)).status is S.COMPLETED
+    assert (await get_task(astore, due.id)).status is S.COMPLETED
     for task in (later, at):
-        row = await get_task(adatabase, task.id)
+        row = await get_task(astore, task.id)
         assert row.status is S.PENDING
         assert row.attempts == 0
         assert row.started_at is None and row.info is None
         assert row.start_at == task.start_at
 
 
-async def test_a_future_task_runs_once_it_is_due(backend: Backend, adatabase: Database) -> None:
+async def test_a_future_task_runs_once_it_is_due(backend: Backend, astore: TaskStore) -> None:
     settings = backend.settings()
     async with running_worker(backend) as (_, worker):
         task = await acreate_maintenance_task(
-            Echo(value=3), utcnow() + timedelta(seconds=1), database=adatabase, settings=settings
+            Echo(value=3),
+            utcnow() + timedelta(seconds=1),
+            database=astore.database,
+            settings=settings,
         )
-        row = await wait_for_status(adatabase, task.id, S.COMPLETED, worker=worker)
+        row = await wait_for_status(astore, task.id, S.COMPLETED, worker=worker)
 
     assert row.started_at >= task.start_at
 
@@ -327,7 +194,7 @@ async def test_a_future_task_runs_once_it_is_due(backend: Backend, adatabase: Da
 
 
 async def test_sync_processor_runs_in_a_thread_and_its_dict_is_stored(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     settings = backend.settings()
     release = tmp_path / "release"
@@ -339,17 +206,17 @@ async def test_sync_processor_runs_in_a_thread_and_its_dict_is_stored(
 
     await run_until_idle(backend)
 
-    assert (await get_task(adatabase, waiting.id)).info == {
+    assert (await get_task(astore, waiting.id)).info == {
         "released": True,
         "in_main_thread": False,
     }
-    row = await get_task(adatabase, echo.id)
+    row = await get_task(astore, echo.id)
     assert row.status is S.COMPLETED
     assert row.info == {"value": 5, "sync": True}
 
 
 async def test_sync_processor_does_not_block_the_event_loop(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     """An async task completes while a sync one is still blocked in its thread."""
     settings = backend.settings()
@@ -361,10 +228,10 @@ async def test_sync_processor_does_not_block_the_event_loop(
 
     try:
         async with running_worker(backend, concurrency=2) as (_, worker):
-            await wait_for_status(adatabase, echo.id, S.COMPLETED, worker=worker)
-            assert (await get_task(adatabase, blocked.id)).status is S.WORKING
+            await wait_for_status(astore, echo.id, S.COMPLETED, worker=worker)
+            assert (await get_task(astore, blocked.id)).status is S.WORKING
             release.touch()
-            row = await wait_for_status(adatabase, blocked.id, S.COMPLETED, worker=worker)
+            row = await wait_for_status(astore, blocked.id, S.COMPLETED, worker=worker)
     finally:
         release.touch()  # never leave the thread blocked
 
@@ -375,13 +242,13 @@ async def test_sync_processor_does_not_block_the_event_loop(
 
 
 async def test_row_with_processor_outside_the_allowlist_ends_error_with_the_reason(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task_id = insert_raw(database, "os.system", '{"command": "true"}')
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task_id)
+    row = await get_task(astore, task_id)
     assert row.status is S.ERROR
     assert row.info["error_type"] == "ProcessorNotAllowed"
     assert "os.system" in row.info["error"]
@@ -390,47 +257,61 @@ async def test_row_with_processor_outside_the_allowlist_ends_error_with_the_reas
 
 
 async def test_row_naming_a_class_that_is_not_a_processor_ends_error(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task_id = insert_raw(database, "tests.processors.NotAProcessor", "{}")
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task_id)
+    row = await get_task(astore, task_id)
     assert row.status is S.ERROR
     assert row.info["error_type"] == "ProcessorNotAllowed"
     assert "tests.processors.NotAProcessor" in row.info["error"]
 
 
 @pytest.mark.parametrize(
-    ("processor_json", "mentions"),
+    ("processor_type", "processor_json", "mentions"),
     [
-        ('{"value": "not a number"}', "value"),
-        ('{"value": 1, "removed_field": 2}', "removed_field"),
-        ("{this is not json", "tests.processors.Echo"),
+        ("tests.processors.Echo", '{"value": "not a number"}', "value"),
+        ("tests.processors.StrictEcho", '{"value": 1, "removed_field": 2}', "removed_field"),
+        ("tests.processors.Echo", "{this is not json", "tests.processors.Echo"),
     ],
-    ids=["wrong-type", "unknown-field", "not-json"],
+    ids=["wrong-type", "unknown-field-of-a-strict-processor", "not-json"],
 )
 async def test_row_whose_json_no_longer_validates_ends_error_with_the_reason(
     backend: Backend,
     database: Database,
-    adatabase: Database,
+    astore: TaskStore,
+    processor_type: str,
     processor_json: str,
     mentions: str,
 ) -> None:
-    task_id = insert_raw(database, "tests.processors.Echo", processor_json)
+    task_id = insert_raw(database, processor_type, processor_json)
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task_id)
+    row = await get_task(astore, task_id)
     assert row.status is S.ERROR
     assert row.info["error_type"] == "InvalidProcessorConfig"
     assert mentions in row.info["error"]
     json.dumps(row.info)  # the reason is stored as plain JSON
 
 
+async def test_row_with_a_field_the_processor_no_longer_declares_runs_and_ignores_it(
+    backend: Backend, database: Database, astore: TaskStore
+) -> None:
+    # Unknown keys in stored JSON are kept and ignored, as under the origin.
+    task_id = insert_raw(database, "tests.processors.Echo", '{"value": 1, "removed_field": 2}')
+
+    await run_until_idle(backend)
+
+    row = await get_task(astore, task_id)
+    assert row.status is S.COMPLETED
+    assert row.info == {"value": 1, "label": "", "task_id": task_id}
+
+
 async def test_worker_keeps_running_tasks_after_rows_it_refuses(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     settings = backend.settings()
     first = create_maintenance_task(Echo(value=1), database=database, settings=settings)
@@ -441,11 +322,13 @@ async def test_worker_keeps_running_tasks_after_rows_it_refuses(
 
     async with running_worker(backend, concurrency=1) as (_, worker):
         for task_id in bad:
-            await wait_for_status(adatabase, task_id, S.ERROR, worker=worker)
-        later = await acreate_maintenance_task(Echo(value=2), database=adatabase, settings=settings)
-        await wait_for_status(adatabase, later.id, S.COMPLETED, worker=worker)
+            await wait_for_status(astore, task_id, S.ERROR, worker=worker)
+        later = await acreate_maintenance_task(
+            Echo(value=2), database=astore.database, settings=settings
+        )
+        await wait_for_status(astore, later.id, S.COMPLETED, worker=worker)
 
-    assert (await get_task(adatabase, first.id)).status is S.COMPLETED
+    assert (await get_task(astore, first.id)).status is S.COMPLETED
 
 
 # ---------------------------------------------------------------- PostgreSQL wake-ups
@@ -459,16 +342,16 @@ async def test_worker_keeps_running_tasks_after_rows_it_refuses(
     ],
 )
 async def test_an_idle_postgresql_worker_is_woken_by_an_enqueue_without_polling(
-    backend: Backend, adatabase: Database, queue: str
+    backend: Backend, astore: TaskStore, queue: str
 ) -> None:
     if not backend.is_postgres:
         pytest.skip("LISTEN/NOTIFY is PostgreSQL only")
     settings = backend.settings(poll_interval=30)  # longer than every deadline below
     async with running_worker(backend, queues=[queue], poll_interval=30) as (worker, running):
         await wait_until(lambda: worker.listening, what="worker listening", worker=running)
-        pid = worker.listener_pid
+        pid = worker.waker.listener_pid
         task = await acreate_maintenance_task(
-            Echo(), queue=queue, database=adatabase, settings=settings
+            Echo(), queue=queue, database=astore.database, settings=settings
         )
-        await wait_for_status(adatabase, task.id, S.COMPLETED, within=10, worker=running)
-        assert worker.listener_pid == pid  # the same LISTEN connection heard it
+        await wait_for_status(astore, task.id, S.COMPLETED, within=10, worker=running)
+        assert worker.waker.listener_pid == pid  # the same LISTEN connection heard it
