@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import update
 
 from nightcrew import MaintenanceTaskStatus, create_maintenance_task
 from nightcrew.models import utcnow
-from nightcrew.store import Database
-from nightcrew.store import tasks as st
+from nightcrew.store import Database, TaskStore
+from nightcrew.values import TaskView
 from tests.conftest import Backend
-from tests.integration.test_worker_runs import (
+from tests.helpers import (
     get_task,
     run_until_idle,
     running_worker,
+    set_columns,
     wait_for_status,
 )
 from tests.processors import (
@@ -35,11 +33,10 @@ S = MaintenanceTaskStatus
 
 def make_due(database: Database, task_id: int) -> None:
     """Skip a retry's wait: the task becomes due now."""
-    with database.sync_engine.begin() as conn:
-        conn.execute(update(st.T).where(st.T.c.id == task_id).values(start_at=utcnow()))
+    set_columns(database, task_id, start_at=utcnow())
 
 
-def retry_delay(row: Any) -> float:
+def retry_delay(row: TaskView) -> float:
     """Seconds between the failed attempt being written and the retry being due."""
     return float((row.start_at - row.updated_at).total_seconds())
 
@@ -48,21 +45,21 @@ def retry_delay(row: Any) -> float:
 
 
 async def test_max_attempts_defaults_to_one_so_a_failure_is_final(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(Boom(), database=database, settings=backend.settings())
     assert task.max_attempts == 1
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert row.attempts == 1
     assert "retry_at" not in row.info
 
 
 async def test_failed_attempts_are_retried_until_one_succeeds(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         Retrying(failures=2), database=database, settings=backend.settings()
@@ -70,7 +67,7 @@ async def test_failed_attempts_are_retried_until_one_succeeds(
     assert task.max_attempts == 3  # the processor's class default
 
     async with running_worker(backend) as (_, worker):
-        row = await wait_for_status(adatabase, task.id, S.COMPLETED, S.ERROR, worker=worker)
+        row = await wait_for_status(astore, task.id, S.COMPLETED, S.ERROR, worker=worker)
 
     assert row.status is S.COMPLETED
     assert row.attempts == 3
@@ -78,14 +75,14 @@ async def test_failed_attempts_are_retried_until_one_succeeds(
 
 
 async def test_task_ends_error_when_every_attempt_fails(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         Retrying(failures=10), database=database, settings=backend.settings()
     )
 
     async with running_worker(backend) as (_, worker):
-        row = await wait_for_status(adatabase, task.id, S.COMPLETED, S.ERROR, worker=worker)
+        row = await wait_for_status(astore, task.id, S.COMPLETED, S.ERROR, worker=worker)
 
     assert row.status is S.ERROR
     assert row.attempts == 3
@@ -95,7 +92,7 @@ async def test_task_ends_error_when_every_attempt_fails(
 
 
 async def test_per_task_max_attempts_overrides_the_processor_default(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         Retrying(failures=1), max_attempts=1, database=database, settings=backend.settings()
@@ -103,14 +100,14 @@ async def test_per_task_max_attempts_overrides_the_processor_default(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert row.attempts == 1
     assert row.info["error"] == "attempt 1 fails"
 
 
 async def test_a_failed_attempt_waits_for_its_backoff_before_running_again(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         FailsWithLongBackoff(), database=database, settings=backend.settings()
@@ -118,7 +115,7 @@ async def test_a_failed_attempt_waits_for_its_backoff_before_running_again(
 
     await run_until_idle(backend)  # returns: the retry is not due yet
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.PENDING
     assert row.attempts == 1
     assert row.info["error"] == "still failing"
@@ -128,7 +125,7 @@ async def test_a_failed_attempt_waits_for_its_backoff_before_running_again(
 
 
 async def test_backoff_grows_exponentially_with_each_attempt(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         FailsWithLongBackoff(), database=database, settings=backend.settings()
@@ -136,7 +133,7 @@ async def test_backoff_grows_exponentially_with_each_attempt(
     delays = []
     for attempt in (1, 2, 3):
         await run_until_idle(backend)
-        row = await get_task(adatabase, task.id)
+        row = await get_task(astore, task.id)
         assert (row.status, row.attempts) == (S.PENDING, attempt)
         delays.append(retry_delay(row))
         make_due(database, task.id)
@@ -150,14 +147,14 @@ async def test_backoff_grows_exponentially_with_each_attempt(
 
 
 async def test_retry_task_runs_the_task_again_and_it_can_succeed(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         AsksRetry(delay=0.1), database=database, settings=backend.settings()
     )
 
     async with running_worker(backend) as (_, worker):
-        row = await wait_for_status(adatabase, task.id, S.COMPLETED, S.ERROR, worker=worker)
+        row = await wait_for_status(astore, task.id, S.COMPLETED, S.ERROR, worker=worker)
 
     assert row.status is S.COMPLETED
     assert row.attempts == 2
@@ -165,7 +162,7 @@ async def test_retry_task_runs_the_task_again_and_it_can_succeed(
 
 
 async def test_retry_task_delay_decides_when_the_task_runs_again(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         AsksRetry(delay=3600), database=database, settings=backend.settings()
@@ -173,7 +170,7 @@ async def test_retry_task_delay_decides_when_the_task_runs_again(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.PENDING
     assert row.attempts == 1
     assert row.info["error"] == "not ready yet"
@@ -181,7 +178,7 @@ async def test_retry_task_delay_decides_when_the_task_runs_again(
 
 
 async def test_retry_task_on_the_last_attempt_ends_error(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         AsksRetry(delay=0), max_attempts=1, database=database, settings=backend.settings()
@@ -189,14 +186,14 @@ async def test_retry_task_on_the_last_attempt_ends_error(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert row.attempts == 1
     assert row.info["error"] == "not ready yet"
 
 
 async def test_fail_task_ends_error_without_retry_although_attempts_remain(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         GivesUp(message="config is wrong"), database=database, settings=backend.settings()
@@ -205,7 +202,7 @@ async def test_fail_task_ends_error_without_retry_although_attempts_remain(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert row.attempts == 1
     assert row.info["error"] == "config is wrong"
@@ -216,7 +213,7 @@ async def test_fail_task_ends_error_without_retry_although_attempts_remain(
 
 
 async def test_async_task_past_its_timeout_ends_error_with_a_clear_reason(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         Sleep(seconds=60), timeout=0.5, database=database, settings=backend.settings()
@@ -224,7 +221,7 @@ async def test_async_task_past_its_timeout_ends_error_with_a_clear_reason(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert row.attempts == 1
     assert row.info["error_type"] == "TaskTimedOut"
@@ -233,7 +230,7 @@ async def test_async_task_past_its_timeout_ends_error_with_a_clear_reason(
 
 
 async def test_processor_class_timeout_applies_by_default(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         HasClassTimeout(seconds=60), database=database, settings=backend.settings()
@@ -242,13 +239,13 @@ async def test_processor_class_timeout_applies_by_default(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert row.info["error_type"] == "TaskTimedOut"
 
 
 async def test_per_task_timeout_overrides_the_processor_default(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         HasClassTimeout(seconds=0.6), timeout=60, database=database, settings=backend.settings()
@@ -256,20 +253,20 @@ async def test_per_task_timeout_overrides_the_processor_default(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.COMPLETED
     assert row.info == {"slept": 0.6}
 
 
 async def test_timed_out_task_is_retried_when_attempts_remain(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         SlowOnFirstAttempt(seconds=60), timeout=0.5, database=database, settings=backend.settings()
     )
 
     async with running_worker(backend) as (_, worker):
-        row = await wait_for_status(adatabase, task.id, S.COMPLETED, S.ERROR, worker=worker)
+        row = await wait_for_status(astore, task.id, S.COMPLETED, S.ERROR, worker=worker)
 
     assert row.status is S.COMPLETED
     assert row.attempts == 2
@@ -277,7 +274,7 @@ async def test_timed_out_task_is_retried_when_attempts_remain(
 
 
 async def test_sync_task_past_its_timeout_ends_error_without_waiting_for_its_thread(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     """A thread cannot be killed: the task ends ERROR at its timeout; the thread runs on."""
     release = tmp_path / "release"
@@ -291,7 +288,7 @@ async def test_sync_task_past_its_timeout_ends_error_without_waiting_for_its_thr
     try:
         async with running_worker(backend) as (_, worker):
             # The thread is still blocked (120 s) when the task is recorded.
-            row = await wait_for_status(adatabase, task.id, S.COMPLETED, S.ERROR, worker=worker)
+            row = await wait_for_status(astore, task.id, S.COMPLETED, S.ERROR, worker=worker)
             assert not release.exists()
     finally:
         release.touch()
