@@ -293,3 +293,21 @@ class ProgressThenEnd(MaintenanceTaskProcessor):
         if self.fail:
             raise RuntimeError("failed after reporting progress")
         return {}
+
+
+class OriginUpgrade(MaintenanceTaskProcessor):
+    """Stands in for the origin's ``UserVersionUpgradeProcessor``: records when it ran.
+
+    Appends ``<first user id> <start epoch> <end epoch>`` to ``path`` per run, so a test
+    can check the origin's spacing (``delay`` seconds after a task) from the runs alone.
+    """
+
+    user_ids: list[str]
+    path: str
+
+    async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        started = time.time()
+        await asyncio.sleep(0.05)
+        with open(self.path, "a") as f:  # noqa: ASYNC230 - one short append, by design
+            f.write(f"{self.user_ids[0]} {started:.6f} {time.time():.6f}\n")
+        return {"upgraded": len(self.user_ids)}

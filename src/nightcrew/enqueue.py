@@ -35,7 +35,13 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1  # the integer columns' range on Po
 
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
-    """Per-task choices; ``None`` means the processor class's default."""
+    """Per-task choices; ``None`` means the processor class's default.
+
+    When a task may start: ``start_at`` (a datetime; naive means UTC), or ``start_in``
+    seconds from now; neither means now. ``delay`` is the origin's column, kept with its
+    meaning: after such a task a worker waits ``delay`` seconds before it starts the next
+    task that has a delay (the origin's runner did so to stay under rate limits).
+    """
 
     start_at: datetime | None = None
     delay: int = 0
@@ -45,6 +51,7 @@ class TaskOptions:
     timeout: float | None = None
     unique_key: str | None = None
     inactive: bool = False
+    start_in: float | None = None
 
 
 def as_utc(when: datetime) -> datetime:
@@ -54,6 +61,11 @@ def as_utc(when: datetime) -> datetime:
 
 
 def _check_options(o: TaskOptions) -> None:
+    if o.start_in is not None:
+        if o.start_at is not None:
+            raise InvalidTaskOptions("give start_at or start_in, not both")
+        if not (math.isfinite(o.start_in) and o.start_in >= 0):
+            raise InvalidTaskOptions(f"start_in must be >= 0 seconds, got {o.start_in}")
     if o.delay < 0:
         raise InvalidTaskOptions(f"delay must be >= 0 seconds, got {o.delay}")
     if not _INT32_MIN <= o.delay <= _INT32_MAX:
@@ -106,7 +118,7 @@ def build_rows(
     common = {
         "status": MaintenanceTaskStatus.INACTIVE if o.inactive else MaintenanceTaskStatus.PENDING,
         "delay": o.delay,
-        "start_at": as_utc(o.start_at) if o.start_at else now + timedelta(seconds=o.delay),
+        "start_at": as_utc(o.start_at) if o.start_at else now + timedelta(seconds=o.start_in or 0),
         "attempts": 0,
         "unique_key": o.unique_key,
         "waiting_on": 0,
@@ -158,25 +170,11 @@ def _as_task(view: TaskView) -> MaintenanceTask:
     return MaintenanceTask.detached({name: getattr(view, name) for name in _VIEW_FIELDS})
 
 
-def _options(
-    start_at: datetime | None,
-    delay: int,
-    priority: int | None,
-    queue: str | None,
-    max_attempts: int | None,
-    timeout: float | None,
-    unique_key: str | None,
-    inactive: bool,
-) -> TaskOptions:
-    return TaskOptions(
-        start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive
-    )
-
-
 def create_maintenance_task(
     processor: MaintenanceTaskProcessor,
     start_at: datetime | None = None,
     *,
+    start_in: float | None = None,
     delay: int = 0,
     priority: int | None = None,
     queue: str | None = None,
@@ -190,11 +188,13 @@ def create_maintenance_task(
 ) -> MaintenanceTask:
     """Create one task and return it (the existing one if ``unique_key`` is taken).
 
-    ``start_at`` defaults to now + ``delay``; an ``inactive`` task waits for an explicit
-    activation, which sets ``start_at = now + delay``.
+    It becomes due at ``start_at`` (naive means UTC), or ``start_in`` seconds from now, or
+    now. An ``inactive`` task waits for an explicit activation. ``delay`` is the origin's:
+    seconds a worker pauses after this task before the next task with a delay (see
+    `TaskOptions`). The other options default to the processor class's.
     """
-    options = _options(
-        start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive
+    options = TaskOptions(
+        start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive, start_in
     )
     (row,), app, owned = _prepare([processor], options, database, settings, session)
     if session is not None:
@@ -211,6 +211,7 @@ async def acreate_maintenance_task(
     processor: MaintenanceTaskProcessor,
     start_at: datetime | None = None,
     *,
+    start_in: float | None = None,
     delay: int = 0,
     priority: int | None = None,
     queue: str | None = None,
@@ -223,8 +224,8 @@ async def acreate_maintenance_task(
     settings: Settings | None = None,
 ) -> MaintenanceTask:
     """`create_maintenance_task` for async code (``session``: an async session or connection)."""
-    options = _options(
-        start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive
+    options = TaskOptions(
+        start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive, start_in
     )
     (row,), app, owned = _prepare([processor], options, database, settings, session)
     if session is not None:

@@ -156,7 +156,10 @@ class StatusType(TypeDecorator[MaintenanceTaskStatus]):
         return None if value is None else MaintenanceTaskStatus(value)
 
 
-CLAIMABLE = "status = 'PENDING' AND waiting_on = 0"
+#: Claimable rows: due-able PENDING tasks without a dependency left and without a
+#: ``delay`` (tasks with one are claimed one at a time, spaced: `SPACED`).
+CLAIMABLE = "status = 'PENDING' AND waiting_on = 0 AND delay = 0"
+SPACED = "status = 'PENDING' AND waiting_on = 0 AND delay > 0"
 
 
 def utcnow() -> datetime:
@@ -234,6 +237,15 @@ class MaintenanceTask(Base):
             "id",
             postgresql_where=text(CLAIMABLE),
             sqlite_where=text(CLAIMABLE),
+        ),
+        # Tasks with the origin's ``delay`` (a pause after each), claimed one at a time.
+        Index(
+            "ix_maintenance_tasks_spaced",
+            text("priority DESC"),
+            "created_at",
+            "id",
+            postgresql_where=text(SPACED),
+            sqlite_where=text(SPACED),
         ),
         # Listing by status and recency (CLI, API, upkeep's pruning).
         Index("ix_maintenance_tasks_status_updated", "status", "updated_at"),

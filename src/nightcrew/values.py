@@ -45,7 +45,8 @@ class ClaimRequest:
     """What a claimer asks for: up to ``limit`` due tasks of some queues, leased to ``token``.
 
     ``queues`` None means every queue; ``exclude`` removes queues from that (a worker of all
-    queues whose limited queues are claimed separately).
+    queues whose limited queues are claimed separately). ``spaced`` asks for tasks with a
+    ``delay`` (the origin's pause after a task), which a worker runs one at a time.
     """
 
     token: str
@@ -53,6 +54,7 @@ class ClaimRequest:
     lease_seconds: float
     queues: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
+    spaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

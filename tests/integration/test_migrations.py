@@ -187,8 +187,10 @@ def test_migrated_schema_has_no_autogenerate_diff(empty_backend: Backend) -> Non
         assert sorted((op[0], op[1].name) for op in diff) == [
             ("add_index", "ix_maintenance_tasks_claimable"),
             ("add_index", "ix_maintenance_tasks_claimable_any"),
+            ("add_index", "ix_maintenance_tasks_spaced"),
             ("remove_index", "ix_maintenance_tasks_claimable"),
             ("remove_index", "ix_maintenance_tasks_claimable_any"),
+            ("remove_index", "ix_maintenance_tasks_spaced"),
         ]
 
 
@@ -208,6 +210,7 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
     assert set(indexes) == {
         "ix_maintenance_tasks_claimable",
         "ix_maintenance_tasks_claimable_any",
+        "ix_maintenance_tasks_spaced",
         "ix_maintenance_tasks_status_updated",
         "ix_maintenance_tasks_lease",
         "uq_maintenance_tasks_unique_key_open",
@@ -225,10 +228,15 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
         assert indexes == {
             "ix_maintenance_tasks_claimable": "CREATE INDEX ix_maintenance_tasks_claimable ON "
             "maintenance_tasks (queue, priority DESC, created_at, id) "
-            "WHERE status = 'PENDING' AND waiting_on = 0",
+            "WHERE status = 'PENDING' AND waiting_on = 0 AND delay = 0",
             "ix_maintenance_tasks_claimable_any": "CREATE INDEX "
             "ix_maintenance_tasks_claimable_any ON maintenance_tasks "
-            "(priority DESC, created_at, id) WHERE status = 'PENDING' AND waiting_on = 0",
+            "(priority DESC, created_at, id) WHERE status = 'PENDING' AND waiting_on = 0 "
+            "AND delay = 0",
+            "ix_maintenance_tasks_spaced": "CREATE INDEX "
+            "ix_maintenance_tasks_spaced ON maintenance_tasks "
+            "(priority DESC, created_at, id) WHERE status = 'PENDING' AND waiting_on = 0 "
+            "AND delay > 0",
             "ix_maintenance_tasks_status_updated": "CREATE INDEX "
             "ix_maintenance_tasks_status_updated ON maintenance_tasks (status, updated_at)",
             "ix_maintenance_tasks_lease": "CREATE INDEX ix_maintenance_tasks_lease ON "
@@ -255,9 +263,17 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
     assert "'PENDING'" in predicate and "waiting_on = 0" in predicate
     assert not any(f"'{s}'" in predicate for s in set(ALL) - {"PENDING"})
 
+    assert "delay = 0" in predicate
+
     head, predicate = split("ix_maintenance_tasks_claimable_any")
     assert head.endswith("(priority DESC, created_at, id)")
     assert "'PENDING'" in predicate and "waiting_on = 0" in predicate
+    assert "delay = 0" in predicate
+
+    head, predicate = split("ix_maintenance_tasks_spaced")
+    assert head.endswith("(priority DESC, created_at, id)")
+    assert "'PENDING'" in predicate and "waiting_on = 0" in predicate
+    assert "delay > 0" in predicate
 
     head, predicate = split("ix_maintenance_tasks_status_updated")
     assert head.endswith("(status, updated_at)") and predicate == ""

@@ -143,13 +143,22 @@ def enqueue(
             "--start-at",
             parser=parse_aware_datetime,
             metavar="ISO8601",
-            help="When the task becomes due; needs Z or an offset. Default: now + delay.",
+            help="When the task becomes due; needs Z or an offset. Default: now.",
             show_default=False,
         ),
     ] = None,
+    start_in: Annotated[
+        float | None,
+        typer.Option("--start-in", min=0, help="Seconds from now until due.", show_default=False),
+    ] = None,
     delay: Annotated[
         int,
-        typer.Option("--delay", min=0, help="Seconds from now (or from activation) until due."),
+        typer.Option(
+            "--delay",
+            min=0,
+            help="The origin's delay: seconds a worker pauses after this task before the "
+            "next task with a delay (spacing, for rate limits).",
+        ),
     ] = 0,
     priority: Annotated[
         int | None,
@@ -188,8 +197,10 @@ def enqueue(
 ) -> None:
     """Create a task for PROCESSOR_PATH, configured by --json."""
     settings = state(ctx).settings()
-    if start_at is not None and delay:
-        raise typer.BadParameter("give --start-at or --delay, not both", param_hint="'--delay'")
+    if start_at is not None and start_in is not None:
+        raise typer.BadParameter(
+            "give --start-at or --start-in, not both", param_hint="'--start-in'"
+        )
     config = read_config(config_json)
     before = utcnow()
     with open_app(settings) as app:
@@ -203,6 +214,7 @@ def enqueue(
         task = create_maintenance_task(
             processor,
             start_at,
+            start_in=start_in,
             delay=delay,
             priority=priority,
             queue=queue,
@@ -339,7 +351,7 @@ def activate_task(
     ctx: typer.Context,
     task_id: Annotated[int, typer.Argument(metavar="ID", min=1, show_default=False)],
 ) -> None:
-    """Make an INACTIVE task PENDING, due after its delay."""
+    """Make an INACTIVE task PENDING, due now (or at its later start_at)."""
     settings = state(ctx).settings()
     with open_app(settings) as app:
         row = actions.activate(app, task_id, actor=cli_actor())

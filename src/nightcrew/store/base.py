@@ -171,7 +171,7 @@ class TaskStore(ABC):
             params["only_queues"] = list(queues)  # type: ignore[arg-type]
         if request.exclude:
             params["except_queues"] = list(request.exclude)
-        stmt = st.claim_statement(self.dialect, queue_count, bool(request.exclude))
+        stmt = st.claim_statement(self.dialect, queue_count, bool(request.exclude), request.spaced)
         tasks = self._claimed(await self._rows("claim", stmt, self._bind(params)))
         tasks.sort(key=lambda t: (-t.priority, t.created_at, t.id))
         if tasks and self.events.wants(EventKind.STARTED):

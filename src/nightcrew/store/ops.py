@@ -8,7 +8,7 @@ transaction. Each operation records the events of the transitions it makes on it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from nightcrew.errors import InvalidTransition, TaskNotFound
@@ -136,13 +136,13 @@ def count_by_status(tx: Tx) -> Plan[dict[MaintenanceTaskStatus, int]]:
 
 
 def activate(tx: Tx, task_id: int) -> Plan[TaskView]:
-    """INACTIVE -> PENDING, due ``delay`` seconds from now."""
+    """INACTIVE -> PENDING, due now (or at its ``start_at``, if that is later)."""
     current = yield from get_task(tx, task_id)
     if current.status != S.INACTIVE:
         raise InvalidTransition(
             f"task {task_id} is {current.status}, only INACTIVE can be activated"
         )
-    start_at = tx.now + timedelta(seconds=current.delay)
+    start_at = max(current.start_at, tx.now)
     result = yield st.activate_statement(task_id, tx.now, start_at), None
     row = result.first()
     if row is None:

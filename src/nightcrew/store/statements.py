@@ -101,6 +101,7 @@ CLAIM_COLUMNS = (
 #: The partial indexes over claimable rows, in claim order (with a leading queue, and not).
 CLAIMABLE_BY_QUEUE = "ix_maintenance_tasks_claimable"
 CLAIMABLE_ANY = "ix_maintenance_tasks_claimable_any"
+SPACED = "ix_maintenance_tasks_spaced"
 
 #: Column positions in a claim row that hold timestamps (SQLite returns them as text).
 CLAIM_TIME_COLUMNS = (9, 10)
@@ -298,13 +299,17 @@ _ASYNC_COMMIT = (
 
 
 @functools.cache
-def claim_statement(dialect: Dialect, queue_count: int, exclude: bool) -> Update:
+def claim_statement(
+    dialect: Dialect, queue_count: int, exclude: bool, spaced: bool = False
+) -> Update:
     """The claim for one shape of queue filter: everything else is a parameter.
 
     ``queue_count`` is 0 (all queues), 1 (``queue = :only_queue``) or 2 (a list,
     ``:only_queues``); ``exclude`` adds ``queue NOT IN :except_queues``. Order: priority
     (higher first), then oldest ``created_at``, then id, as the origin's runner orders
-    its work; a partial index over claimable rows serves exactly that order.
+    its work; a partial index over claimable rows serves exactly that order. ``spaced``
+    claims tasks with a ``delay`` (the origin's pause after a task) instead of those
+    without; they have a partial index of their own.
 
     PostgreSQL locks the picked rows with ``FOR UPDATE SKIP LOCKED`` so concurrent
     claimers take disjoint sets without waiting; SQLite runs it inside ``BEGIN
@@ -316,9 +321,10 @@ def claim_statement(dialect: Dialect, queue_count: int, exclude: bool) -> Update
         # Leading with the (one, constant) queue changes nothing in the order, but only the
         # per-queue index serves it: a rare queue is never looked for by walking them all.
         order = (c.queue, *order)
+    delay = c.delay > literal_column("0") if spaced else c.delay == literal_column("0")
     pick = (
         select(c.id)
-        .where(_is(S.PENDING), _NOT_WAITING, c.start_at <= now)
+        .where(_is(S.PENDING), _NOT_WAITING, delay, c.start_at <= now)
         .order_by(*order)
         .limit(bindparam("limit", type_=Integer))
     )
@@ -330,7 +336,7 @@ def claim_statement(dialect: Dialect, queue_count: int, exclude: bool) -> Update
         pick = pick.where(~in_list(c.queue, "except_queues", dialect, String))
     # SQLite, without statistics, prefers the (status, updated_at) index and sorts every
     # PENDING row for each claim; naming the partial index keeps the walk in claim order.
-    index = CLAIMABLE_BY_QUEUE if queue_count == 1 else CLAIMABLE_ANY
+    index = SPACED if spaced else CLAIMABLE_BY_QUEUE if queue_count == 1 else CLAIMABLE_ANY
     pick = pick.with_hint(T, f"INDEXED BY {index}", "sqlite")
     where: list[ColumnElement[bool]] = [c.id.in_(pick.scalar_subquery())]
     if dialect == "postgresql":

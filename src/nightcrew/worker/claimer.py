@@ -5,6 +5,11 @@ idle, as soon as one slot is. It sleeps until the waker (a NOTIFY, a retry comin
 finished run freeing slots) or the poll interval wakes it. Per-queue limits are caps: each
 limited queue is claimed up to its headroom, and slots they leave unused serve the others.
 
+Tasks with a ``delay`` (the origin's data: its runner slept ``delay`` seconds after such a
+task, to stay under rate limits) run in a lane of their own: one at a time, and the next
+one only ``delay`` seconds after the previous ended, whatever the worker's concurrency. The
+lane's task takes one of the worker's slots.
+
 A database that cannot be reached is retried with a short backoff (one log line each
 time); an error that cannot heal (no schema, a wrong password) ends the worker. Draining
 (``run --once``) gives up after `GIVE_UP_SECONDS` of failures, so a deploy's runner never
@@ -48,6 +53,9 @@ class Claimer:
         self.state = state
         self.runner = runner
         self.finisher = finisher
+        #: The spaced lane: whether its task runs, and when the next one may start.
+        self._spaced_busy = False
+        self._spaced_gate = 0.0
 
     def stop(self) -> None:
         self.state.stopping = True
@@ -84,9 +92,16 @@ class Claimer:
                             await self._stopped()
                     continue
             if until_idle and got == 0 and not state.running:
-                if not self.finisher.pending:
+                if self.finisher.pending:
+                    await self.finisher.flush()  # a retry due now must be visible first
+                    continue
+                wait = self._spaced_gate - time.monotonic()
+                if wait <= 0:
                     return
-                await self.finisher.flush()  # a retry due now must be visible first
+                # The lane's pause after a spaced task: more of them may be due after it.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._stopped()
                 continue
             if asked and got == asked:
                 continue  # more may be due: claim again as soon as slots free
@@ -109,6 +124,13 @@ class Claimer:
         claimed up to its own headroom first, and whatever slots they leave unused go to
         the worker's other queues in one more statement.
         """
+        asked, got = await self._claim_plain(free)
+        if free - got > 0 and not self._spaced_busy and time.monotonic() >= self._spaced_gate:
+            asked += 1
+            got += await self._claim(self.state.config.queues, 1, spaced=True)
+        return asked, got
+
+    async def _claim_plain(self, free: int) -> tuple[int, int]:
         config = self.state.config
         if not config.queue_limits:
             n = min(free, CLAIM_BATCH)
@@ -134,16 +156,35 @@ class Claimer:
         return asked, got
 
     async def _claim(
-        self, queues: tuple[str, ...] | None, n: int, *, exclude: tuple[str, ...] = ()
+        self,
+        queues: tuple[str, ...] | None,
+        n: int,
+        *,
+        exclude: tuple[str, ...] = (),
+        spaced: bool = False,
     ) -> int:
         state = self.state
         request = ClaimRequest(
-            state.next_token(), n, state.config.lease_seconds, queues=queues, exclude=exclude
+            state.next_token(),
+            n,
+            state.config.lease_seconds,
+            queues=queues,
+            exclude=exclude,
+            spaced=spaced,
         )
         claimed = await self.store.claim(request)
         for task in claimed:
+            if task.delay > 0:
+                self._spaced_busy = True
             self._start(task)
         return len(claimed)
+
+    def _spaced_done(self, claimed: ClaimedTask) -> None:
+        """A spaced task ended: the lane opens again ``delay`` seconds from now."""
+        self._spaced_busy = False
+        self._spaced_gate = time.monotonic() + claimed.delay
+        loop = asyncio.get_running_loop()
+        loop.call_later(claimed.delay + 0.001, self.state.wake.set)
 
     def _start(self, claimed: ClaimedTask) -> None:
         state = self.state
@@ -164,6 +205,8 @@ class Claimer:
         if state.running.get(running.ctx.task_id) is not running:
             return False
         del state.running[running.ctx.task_id]
+        if running.ctx.claimed.delay > 0:
+            self._spaced_done(running.ctx.claimed)
         if state.free_slots >= self._threshold():
             state.wake.set()
         return True

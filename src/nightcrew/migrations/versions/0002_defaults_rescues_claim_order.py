@@ -15,9 +15,12 @@ Create Date: 2026-12-01
   text. ``status`` keeps no server default, as in the origin.
 - ``rescues INTEGER NOT NULL DEFAULT 0``: how often a task was handed back after its
   worker died, counted apart from ``attempts``.
-- The claimable indexes (same names and partial predicate) become ``(priority DESC,
-  created_at, id)`` and ``(queue, priority DESC, created_at, id)``: equal priorities run
-  oldest first, as the origin's runner ran them.
+- The claimable indexes (same names) become ``(priority DESC, created_at, id)`` and
+  ``(queue, priority DESC, created_at, id)``: equal priorities run oldest first, as the
+  origin's runner ran them. They now hold only tasks without a ``delay``; tasks with one
+  (the origin's spacing: a worker waits ``delay`` seconds after such a task before the
+  next) get a partial index of their own, ``ix_maintenance_tasks_spaced``, so neither
+  kind of claim walks past the other kind.
 
 Downgrade drops ``rescues`` (the counts are lost) and the defaults, and restores 0.1's
 claim indexes. On SQLite the table is rebuilt as in revision 0001 (rows copied out, the
@@ -44,7 +47,9 @@ SCRATCH = "_nightcrew_rebuild"
 
 ALL_STATUSES = "'INACTIVE', 'PENDING', 'WORKING', 'COMPLETED', 'ERROR', 'CANCELLED'"
 OPEN_STATUSES = "'INACTIVE', 'PENDING', 'WORKING'"
-CLAIMABLE = "status = 'PENDING' AND waiting_on = 0"
+CLAIMABLE_01 = "status = 'PENDING' AND waiting_on = 0"
+CLAIMABLE = "status = 'PENDING' AND waiting_on = 0 AND delay = 0"
+SPACED = "status = 'PENDING' AND waiting_on = 0 AND delay > 0"
 IN_FLIGHT = "status = 'WORKING'"
 OPEN_UNIQUE_KEY = f"unique_key IS NOT NULL AND status IN ({OPEN_STATUSES})"
 
@@ -197,6 +202,7 @@ def create_table_0001() -> None:
 def create_claim_indexes(with_created_at: bool) -> None:
     """The claimable indexes: this revision's order, or (downgrade) 0.1's."""
     order: list[Any] = [sa.text("priority DESC"), "created_at", "id"]
+    claimable = CLAIMABLE if with_created_at else CLAIMABLE_01
     if not with_created_at:
         order.remove("created_at")
     # Workers of named queues walk the first, workers of all queues the second.
@@ -204,16 +210,24 @@ def create_claim_indexes(with_created_at: bool) -> None:
         "ix_maintenance_tasks_claimable",
         TABLE,
         ["queue", *order],
-        postgresql_where=sa.text(CLAIMABLE),
-        sqlite_where=sa.text(CLAIMABLE),
+        postgresql_where=sa.text(claimable),
+        sqlite_where=sa.text(claimable),
     )
     op.create_index(
         "ix_maintenance_tasks_claimable_any",
         TABLE,
         order,
-        postgresql_where=sa.text(CLAIMABLE),
-        sqlite_where=sa.text(CLAIMABLE),
+        postgresql_where=sa.text(claimable),
+        sqlite_where=sa.text(claimable),
     )
+    if with_created_at:
+        op.create_index(
+            "ix_maintenance_tasks_spaced",
+            TABLE,
+            order,
+            postgresql_where=sa.text(SPACED),
+            sqlite_where=sa.text(SPACED),
+        )
 
 
 def create_other_indexes() -> None:
@@ -278,6 +292,7 @@ def downgrade() -> None:
         return
     defaults = ", ".join(f"ALTER COLUMN {column} DROP DEFAULT" for column in DEFAULTS)
     op.execute(f"ALTER TABLE {TABLE} DROP COLUMN rescues, {defaults}")
+    op.drop_index("ix_maintenance_tasks_spaced", table_name=TABLE)
     op.drop_index("ix_maintenance_tasks_claimable_any", table_name=TABLE)
     op.drop_index("ix_maintenance_tasks_claimable", table_name=TABLE)
     create_claim_indexes(with_created_at=False)
