@@ -8,24 +8,27 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import update
 
 from nightcrew import MaintenanceTaskStatus, TaskOptions, create_maintenance_task
 from nightcrew import create_maintenance_tasks as create_many
 from nightcrew.models import Base, utcnow
-from nightcrew.store import Database, Store, operations
-from nightcrew.store import tasks as st
-from nightcrew.store.tasks import Outcome
+from nightcrew.store import Database, TaskStore, open_store, ops
+from nightcrew.store.statements import LEASE_EXPIRED
+from nightcrew.values import TaskView
 from nightcrew.worker import Worker
 from tests.conftest import Backend, _drop_pg, _make_pg
-from tests.integration.test_worker_runs import (
+from tests.helpers import (
     SOON,
+    claim,
+    claim_ids,
+    finish,
     get_task,
+    rescue,
     run_until_idle,
     running_worker,
+    set_columns,
     start_ids_at,
     wait_for_status,
     wait_until,
@@ -46,67 +49,42 @@ from tests.processors import (
 S = MaintenanceTaskStatus
 
 
-async def cancel(database: Database, task_id: int) -> Any:
-    return await Store(database).arun(operations.cancel(database.dialect, task_id, utcnow()))
-
-
-def claim(database: Database, token: str, *, lease_seconds: float = 30) -> list[int]:
-    stmt, params = st.claim(
-        database.dialect,
-        queues=None,
-        limit=100,
-        token=token,
-        now=utcnow(),
-        lease_seconds=lease_seconds,
-    )
-    with database.sync_engine.begin() as conn:
-        return [t.id for t in st.claimed_from_rows(conn.execute(stmt, params).all())]
-
-
-def rescue(database: Database) -> list[int]:
-    with database.sync_engine.begin() as conn:
-        return [row.id for row in conn.execute(st.rescue_statement(utcnow())).all()]
-
-
-def finish(database: Database, token: str, outcome: Outcome) -> list[int]:
-    """Write one outcome the way a worker's finish loop does; return the ids accepted."""
-    dialect = database.dialect
-    params = st.finish_params(dialect, token, [outcome], utcnow())
-    with database.sync_engine.begin() as conn:
-        return [row.id for row in conn.execute(st.finish_statement(dialect), params).all()]
+async def cancel(store: TaskStore, task_id: int) -> TaskView:
+    """An operator's cancel, as ``tasks cancel`` makes it."""
+    return await store.arun(ops.cancel, task_id)
 
 
 # ---------------------------------------------------------------- cancellation
 
 
 async def test_cancelling_a_pending_task_cancels_it_at_once_and_it_never_runs(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     record = tmp_path / "runs.txt"
     task = create_maintenance_task(
         RecordRun(path=str(record), key="x"), database=database, settings=backend.settings()
     )
 
-    assert (await cancel(adatabase, task.id)).status is S.CANCELLED
+    assert (await cancel(astore, task.id)).status is S.CANCELLED
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.CANCELLED
     assert row.attempts == 0 and row.started_at is None
     assert not record.exists()
 
 
 async def test_cancelling_a_working_task_stops_it_and_it_ends_cancelled(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     task = create_maintenance_task(
         WaitForFile(path=str(tmp_path / "never")), database=database, settings=backend.settings()
     )
 
     async with running_worker(backend) as (worker, running):
-        await wait_for_status(adatabase, task.id, S.WORKING, worker=running)
-        assert (await cancel(adatabase, task.id)).cancel_requested_at is not None
-        row = await wait_for_status(adatabase, task.id, S.CANCELLED, S.ERROR, worker=running)
+        await wait_for_status(astore, task.id, S.WORKING, worker=running)
+        assert (await cancel(astore, task.id)).cancel_requested_at is not None
+        row = await wait_for_status(astore, task.id, S.CANCELLED, S.ERROR, worker=running)
         await wait_until(lambda: worker.in_flight == 0, what="task stopped")
 
     assert row.status is S.CANCELLED
@@ -116,7 +94,7 @@ async def test_cancelling_a_working_task_stops_it_and_it_ends_cancelled(
 
 
 async def test_cancel_reaches_a_postgresql_worker_through_notify_before_any_heartbeat(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     if not backend.is_postgres:
         pytest.skip("LISTEN/NOTIFY is PostgreSQL only; SQLite checks at each heartbeat")
@@ -127,15 +105,15 @@ async def test_cancel_reaches_a_postgresql_worker_through_notify_before_any_hear
     # A 300 s lease heartbeats every 100 s: only the NOTIFY can deliver the cancel in time.
     async with running_worker(backend, lease_seconds=300) as (worker, running):
         await wait_until(lambda: worker.listening, what="worker listening")
-        await wait_for_status(adatabase, task.id, S.WORKING, worker=running)
-        await cancel(adatabase, task.id)
-        row = await wait_for_status(adatabase, task.id, S.CANCELLED, within=10, worker=running)
+        await wait_for_status(astore, task.id, S.WORKING, worker=running)
+        await cancel(astore, task.id)
+        row = await wait_for_status(astore, task.id, S.CANCELLED, within=10, worker=running)
 
     assert row.info["cancelled"] is True
 
 
 async def test_processor_sees_is_cancel_requested(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     marker = tmp_path / "cancel-seen"
     task = create_maintenance_task(
@@ -143,9 +121,9 @@ async def test_processor_sees_is_cancel_requested(
     )
 
     async with running_worker(backend) as (_, running):
-        await wait_for_status(adatabase, task.id, S.WORKING, worker=running)
-        await cancel(adatabase, task.id)
-        await wait_for_status(adatabase, task.id, S.CANCELLED, worker=running)
+        await wait_for_status(astore, task.id, S.WORKING, worker=running)
+        await cancel(astore, task.id)
+        await wait_for_status(astore, task.id, S.CANCELLED, worker=running)
         await wait_until(lambda: marker.exists(), what="processor saw the request")
 
 
@@ -153,7 +131,7 @@ async def test_processor_sees_is_cancel_requested(
 
 
 async def test_progress_is_written_while_running_and_the_last_value_is_kept(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
     task = create_maintenance_task(
@@ -162,8 +140,8 @@ async def test_progress_is_written_while_running_and_the_last_value_is_kept(
         settings=backend.settings(),
     )
 
-    async def last_value_written() -> Any:
-        row = await get_task(adatabase, task.id)
+    async def last_value_written() -> TaskView | None:
+        row = await get_task(astore, task.id)
         return row if row.progress_message == "step 50" else None
 
     try:
@@ -172,7 +150,7 @@ async def test_progress_is_written_while_running_and_the_last_value_is_kept(
             assert row.status is S.WORKING
             assert row.progress == pytest.approx(50 * 100 / 51)
             release.touch()
-            done = await wait_for_status(adatabase, task.id, S.COMPLETED, worker=running)
+            done = await wait_for_status(astore, task.id, S.COMPLETED, worker=running)
     finally:
         release.touch()
 
@@ -180,7 +158,7 @@ async def test_progress_is_written_while_running_and_the_last_value_is_kept(
 
 
 async def test_progress_reported_from_a_sync_processor_is_written(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
     task = create_maintenance_task(
@@ -189,15 +167,15 @@ async def test_progress_reported_from_a_sync_processor_is_written(
         settings=backend.settings(),
     )
 
-    async def written() -> Any:
-        row = await get_task(adatabase, task.id)
+    async def written() -> TaskView | None:
+        row = await get_task(astore, task.id)
         return row if row.progress is not None else None
 
     try:
         async with running_worker(backend) as (_, running):
             row = await wait_until(written, what="progress written", worker=running)
             release.touch()
-            await wait_for_status(adatabase, task.id, S.COMPLETED, worker=running)
+            await wait_for_status(astore, task.id, S.COMPLETED, worker=running)
     finally:
         release.touch()
 
@@ -206,7 +184,7 @@ async def test_progress_reported_from_a_sync_processor_is_written(
 
 
 async def test_progress_reported_just_before_failing_is_kept(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         ProgressThenEnd(percent=80, message="last words", fail=True),
@@ -216,13 +194,13 @@ async def test_progress_reported_just_before_failing_is_kept(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
     assert (row.progress, row.progress_message) == (80.0, "last words")
 
 
 async def test_progress_message_reported_just_before_completing_is_kept(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         ProgressThenEnd(percent=90, message="wrapping up"),
@@ -232,7 +210,7 @@ async def test_progress_message_reported_just_before_completing_is_kept(
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.COMPLETED
     assert (row.progress, row.progress_message) == (100.0, "wrapping up")
 
@@ -241,7 +219,7 @@ async def test_progress_message_reported_just_before_completing_is_kept(
 
 
 async def test_graceful_shutdown_hands_a_running_task_back_pending_without_spending_an_attempt(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
     task = create_maintenance_task(
@@ -249,12 +227,12 @@ async def test_graceful_shutdown_hands_a_running_task_back_pending_without_spend
     )
     worker = Worker(backend.settings(shutdown_grace_seconds=0.2), concurrency=2)
     running = asyncio.create_task(worker.run())
-    await wait_for_status(adatabase, task.id, S.WORKING, worker=running)
+    await wait_for_status(astore, task.id, S.WORKING, worker=running)
 
     worker.request_stop()
     await asyncio.wait_for(running, SOON)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.PENDING
     assert row.attempts == 0
     assert row.lease_token is None and row.lease_expires_at is None
@@ -263,13 +241,13 @@ async def test_graceful_shutdown_hands_a_running_task_back_pending_without_spend
 
     release.touch()
     await run_until_idle(backend)
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.COMPLETED
     assert row.attempts == 1
 
 
 async def test_graceful_shutdown_lets_in_flight_tasks_finish_within_the_grace_period(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
     task = create_maintenance_task(
@@ -277,7 +255,7 @@ async def test_graceful_shutdown_lets_in_flight_tasks_finish_within_the_grace_pe
     )
     worker = Worker(backend.settings(shutdown_grace_seconds=120), concurrency=2)
     running = asyncio.create_task(worker.run())
-    await wait_for_status(adatabase, task.id, S.WORKING, worker=running)
+    await wait_for_status(astore, task.id, S.WORKING, worker=running)
 
     worker.request_stop()
     await asyncio.sleep(0.2)  # the worker is now waiting for the task (it cannot finish yet)
@@ -285,13 +263,13 @@ async def test_graceful_shutdown_lets_in_flight_tasks_finish_within_the_grace_pe
     release.touch()
     await asyncio.wait_for(running, SOON)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.COMPLETED
     assert row.info == {"released": True}
 
 
 async def test_a_stopping_worker_claims_no_new_task(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
     settings = backend.settings(shutdown_grace_seconds=120)
@@ -301,7 +279,7 @@ async def test_a_stopping_worker_claims_no_new_task(
     worker = Worker(settings, concurrency=4)
     running = asyncio.create_task(worker.run())
     try:
-        await wait_for_status(adatabase, first.id, S.WORKING, worker=running)
+        await wait_for_status(astore, first.id, S.WORKING, worker=running)
         worker.request_stop()
         later = await asyncio.to_thread(
             create_maintenance_task, Echo(), database=database, settings=settings
@@ -311,8 +289,8 @@ async def test_a_stopping_worker_claims_no_new_task(
         release.touch()
     await asyncio.wait_for(running, SOON)
 
-    assert (await get_task(adatabase, first.id)).status is S.COMPLETED
-    row = await get_task(adatabase, later.id)
+    assert (await get_task(astore, first.id)).status is S.COMPLETED
+    row = await get_task(astore, later.id)
     assert row.status is S.PENDING and row.attempts == 0
 
 
@@ -320,7 +298,7 @@ async def test_a_stopping_worker_claims_no_new_task(
 
 
 async def test_total_concurrency_caps_tasks_running_at_once(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     group = uuid.uuid4().hex
     ids = create_many(
@@ -332,11 +310,11 @@ async def test_total_concurrency_caps_tasks_running_at_once(
     await run_until_idle(backend, concurrency=3)
 
     assert TRACKED_MAX[group] == 3
-    assert {(await get_task(adatabase, i)).status for i in ids} == {S.COMPLETED}
+    assert {(await get_task(astore, i)).status for i in ids} == {S.COMPLETED}
 
 
 async def test_per_queue_limit_caps_tasks_of_that_queue_only(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     limited, free = uuid.uuid4().hex, uuid.uuid4().hex
     settings = backend.settings()
@@ -359,11 +337,11 @@ async def test_per_queue_limit_caps_tasks_of_that_queue_only(
 
     assert TRACKED_MAX[limited] == 1
     assert TRACKED_MAX[free] == 4
-    assert {(await get_task(adatabase, i)).status for i in ids} == {S.COMPLETED}
+    assert {(await get_task(astore, i)).status for i in ids} == {S.COMPLETED}
 
 
 async def test_slots_a_limited_queue_leaves_unused_serve_the_other_queues(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     group = uuid.uuid4().hex
     settings = backend.settings()
@@ -379,12 +357,12 @@ async def test_slots_a_limited_queue_leaves_unused_serve_the_other_queues(
 
     await asyncio.wait_for(worker.run(until_idle=True), 120)
 
-    assert {(await get_task(adatabase, i)).status for i in ids} == {S.COMPLETED}
+    assert {(await get_task(astore, i)).status for i in ids} == {S.COMPLETED}
     assert TRACKED_MAX[group] == 4  # no reports task: all four slots are free for mail
 
 
 async def test_a_worker_of_all_queues_with_a_queue_limit_still_runs_the_other_queues(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     settings = backend.settings()
     limited = create_maintenance_task(Echo(), queue="reports", database=database, settings=settings)
@@ -393,28 +371,28 @@ async def test_a_worker_of_all_queues_with_a_queue_limit_still_runs_the_other_qu
 
     await asyncio.wait_for(worker.run(until_idle=True), 120)
 
-    assert (await get_task(adatabase, limited.id)).status is S.COMPLETED
-    assert (await get_task(adatabase, other.id)).status is S.COMPLETED
+    assert (await get_task(astore, limited.id)).status is S.COMPLETED
+    assert (await get_task(astore, other.id)).status is S.COMPLETED
 
 
 async def test_a_cancel_requested_before_its_worker_died_ends_cancelled_on_rescue(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(
         Echo(), max_attempts=3, database=database, settings=backend.settings()
     )
-    assert claim(database, "dead-worker", lease_seconds=-1) == [task.id]
-    await cancel(adatabase, task.id)
+    assert await claim_ids(astore, "dead-worker/1", lease_seconds=-1) == [task.id]
+    await cancel(astore, task.id)
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.CANCELLED
     assert row.attempts == 1
 
 
 async def test_a_worker_runs_only_tasks_of_its_queues(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     settings = backend.settings()
     mine = create_maintenance_task(Echo(), queue="mail", database=database, settings=settings)
@@ -422,49 +400,95 @@ async def test_a_worker_runs_only_tasks_of_its_queues(
 
     await asyncio.wait_for(Worker(settings, queues=["mail"]).run(until_idle=True), 120)
 
-    assert (await get_task(adatabase, mine.id)).status is S.COMPLETED
-    row = await get_task(adatabase, other.id)
+    assert (await get_task(astore, mine.id)).status is S.COMPLETED
+    row = await get_task(astore, other.id)
     assert row.status is S.PENDING and row.attempts == 0
 
 
 # ---------------------------------------------------------------- leases
 
 
-async def test_a_worker_rescues_and_runs_a_task_whose_lease_expired(
-    backend: Backend, database: Database, adatabase: Database
+async def test_an_expired_lease_hands_the_task_back_without_spending_an_attempt(
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
-    task = create_maintenance_task(
-        Echo(value=9), max_attempts=2, database=database, settings=backend.settings()
-    )
-    assert claim(database, "dead-worker", lease_seconds=-1) == [task.id]  # already expired
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    assert await claim_ids(astore, "dead-worker/1", lease_seconds=-1) == [task.id]
+
+    assert await rescue(astore) == [task.id]
+
+    row = await get_task(astore, task.id)
+    assert row.status is S.PENDING
+    assert (row.attempts, row.rescues) == (0, 1)
+    assert row.start_at <= utcnow()  # due at once
+    assert row.lease_token is None and row.lease_expires_at is None
+    assert row.finished_at is None
+    assert row.info == {"error": LEASE_EXPIRED, "rescued": True}
+    assert row.error["type"] == "LeaseExpired"
+
+
+async def test_a_worker_rescues_and_runs_a_task_whose_lease_expired(
+    backend: Backend, database: Database, astore: TaskStore
+) -> None:
+    # One attempt only: the crash of the worker that held it does not use it up.
+    task = create_maintenance_task(Echo(value=9), database=database, settings=backend.settings())
+    assert await claim_ids(astore, "dead-worker/1", lease_seconds=-1) == [task.id]
 
     await run_until_idle(backend)
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.COMPLETED
-    assert row.attempts == 2
+    assert (row.attempts, row.rescues) == (1, 1)
     assert row.info["value"] == 9
 
 
-async def test_an_expired_lease_with_no_attempt_left_ends_error_with_the_reason(
-    backend: Backend, database: Database, adatabase: Database
+async def test_a_task_rescued_more_than_max_rescues_times_ends_error_as_poison(
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
-    assert claim(database, "dead-worker", lease_seconds=-1) == [task.id]
+    for n in (1, 2):
+        assert await claim_ids(astore, f"dead-worker/{n}", lease_seconds=-1) == [task.id]
+        assert await rescue(astore, max_rescues=2) == [task.id]
+        assert (await get_task(astore, task.id)).status is S.PENDING
+    assert await claim_ids(astore, "dead-worker/3", lease_seconds=-1) == [task.id]
 
-    await run_until_idle(backend)
+    assert await rescue(astore, max_rescues=2) == [task.id]
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.ERROR
-    assert row.attempts == 1
+    assert (row.attempts, row.rescues) == (1, 3)
     assert row.info["rescued"] is True
-    assert row.info["error"]
-    assert row.error["type"] == "LeaseExpired"
+    assert row.info["error"].startswith("rescued 3 times")
+    assert row.error["type"] == "PoisonTask"
     assert row.lease_token is None and row.finished_at is not None
 
 
+async def test_the_workers_rescue_budget_is_the_max_rescues_setting(
+    backend: Backend, database: Database, astore: TaskStore
+) -> None:
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    assert await claim_ids(astore, "dead-worker/1", lease_seconds=-1) == [task.id]
+
+    await run_until_idle(backend, max_rescues=0)
+
+    row = await get_task(astore, task.id)
+    assert (row.status, row.rescues) == (S.ERROR, 1)
+    assert row.error["type"] == "PoisonTask"
+
+
+async def test_an_operator_retry_gives_a_poison_task_a_fresh_rescue_budget(
+    backend: Backend, database: Database, astore: TaskStore
+) -> None:
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    assert await claim_ids(astore, "dead-worker/1", lease_seconds=-1) == [task.id]
+    assert await rescue(astore, max_rescues=0) == [task.id]
+
+    retried = await astore.arun(ops.retry, task.id)
+
+    assert (retried.status, retried.attempts, retried.rescues) == (S.PENDING, 0, 0)
+
+
 async def test_a_healthy_long_task_is_never_rescued(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     """Two workers with 2 s leases (each one rescuing) and a task running 5 s."""
     task = create_maintenance_task(
@@ -475,130 +499,141 @@ async def test_a_healthy_long_task_is_never_rescued(
         running_worker(backend, lease_seconds=2, worker_id="a") as (_, a),
         running_worker(backend, lease_seconds=2, worker_id="b") as (_, b),
     ):
-        row = await wait_for_status(adatabase, task.id, S.COMPLETED, S.ERROR, worker=a)
+        row = await wait_for_status(astore, task.id, S.COMPLETED, S.ERROR, worker=a)
         assert not b.done()
 
     assert row.status is S.COMPLETED
-    assert row.attempts == 1
+    assert (row.attempts, row.rescues) == (1, 0)
     assert row.info == {"slept": 5}
 
 
 async def test_a_worker_stops_running_a_task_whose_lease_was_rescued(
-    backend: Backend, database: Database, adatabase: Database, tmp_path: Path
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
     settings = backend.settings()
     task = create_maintenance_task(
-        WaitForFile(path=str(release)),
-        max_attempts=2,
-        queue="a",
-        database=database,
-        settings=settings,
+        WaitForFile(path=str(release)), queue="a", database=database, settings=settings
     )
 
-    def take_over() -> None:
-        # As if worker A had hung past its lease: expire it and rescue the task, then move
-        # it where only worker B looks so A cannot claim it again, all in one transaction.
-        with database.sync_engine.begin() as conn:
-            expired = utcnow() - timedelta(seconds=1)
-            conn.execute(update(st.T).where(st.T.c.id == task.id).values(lease_expires_at=expired))
-            rows = conn.execute(st.rescue_statement(utcnow())).all()
-            assert [r.id for r in rows] == [task.id]
-            conn.execute(update(st.T).where(st.T.c.id == task.id).values(queue="b"))
+    async def take_over() -> None:
+        # As if worker A had hung past its lease. The task first moves where only worker B
+        # looks, so A cannot claim it again once it is handed back; then its lease expires
+        # and it is rescued (again if one of A's heartbeats extended it in between).
+        set_columns(database, task.id, queue="b")
+        for _ in range(10):
+            set_columns(database, task.id, lease_expires_at=utcnow() - timedelta(seconds=1))
+            if await rescue(astore) == [task.id]:
+                return
+        raise AssertionError("the task was never rescued")
 
     try:
         async with running_worker(backend, queues=["a"], worker_id="A") as (a, running_a):
-            await wait_for_status(adatabase, task.id, S.WORKING, worker=running_a)
-            await asyncio.to_thread(take_over)
+            await wait_for_status(astore, task.id, S.WORKING, worker=running_a)
+            await take_over()
             # A learns at its next heartbeat that it lost the lease, and stops the task.
             await wait_until(lambda: a.in_flight == 0, what="A stopped the task")
             release.touch()
             async with running_worker(backend, queues=["b"], worker_id="B") as (_, running_b):
-                row = await wait_for_status(adatabase, task.id, S.COMPLETED, worker=running_b)
+                row = await wait_for_status(astore, task.id, S.COMPLETED, worker=running_b)
             assert a.processed == 0
     finally:
         release.touch()
 
-    assert row.attempts == 2
+    assert (row.attempts, row.rescues) == (1, 1)
     assert row.info == {"released": True}
-    assert (await get_task(adatabase, task.id)).updated_at == row.updated_at
+    assert (await get_task(astore, task.id)).updated_at == row.updated_at
 
 
 async def test_a_late_finish_from_a_rescued_lease_is_rejected(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
-    task = create_maintenance_task(
-        Echo(value=1), max_attempts=2, database=database, settings=backend.settings()
-    )
-    assert claim(database, "old-worker", lease_seconds=-1) == [task.id]
+    task = create_maintenance_task(Echo(value=1), database=database, settings=backend.settings())
+    (old_run,) = await claim(astore, "old-worker/1", lease_seconds=-1)
 
     await run_until_idle(backend)  # rescues it, runs it again and completes it
-    new_run = await get_task(adatabase, task.id)
-    assert (new_run.status, new_run.attempts) == (S.COMPLETED, 2)
+    new_run = await get_task(astore, task.id)
+    assert (new_run.status, new_run.attempts, new_run.rescues) == (S.COMPLETED, 1, 1)
 
-    late = Outcome(task.id, 1, S.ERROR, {"error": "late"}, {"type": "X"})
-    assert finish(database, "old-worker", late) == []
+    assert await finish(astore, old_run, S.ERROR, {"error": "late"}, {"type": "X"}) == []
 
-    row = await get_task(adatabase, task.id)
+    row = await get_task(astore, task.id)
     assert row.status is S.COMPLETED
     assert row.info == new_run.info == {"value": 1, "label": "", "task_id": task.id}
     assert row.error is None
-    assert row.attempts == 2
+    assert row.attempts == 1
     assert row.finished_at == new_run.finished_at
 
 
 async def test_a_late_finish_is_rejected_while_the_new_run_holds_the_task(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
-    task = create_maintenance_task(
-        Echo(), max_attempts=3, database=database, settings=backend.settings()
-    )
-    assert claim(database, "old-worker", lease_seconds=-1) == [task.id]
-    assert rescue(database) == [task.id]
-    assert claim(database, "new-worker") == [task.id]
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    (old_run,) = await claim(astore, "old-worker/1", lease_seconds=-1)
+    assert await rescue(astore) == [task.id]
+    (new_run,) = await claim(astore, "new-worker/1")
 
-    late = Outcome(task.id, 1, S.COMPLETED, {"from": "old"})
-    assert finish(database, "old-worker", late) == []
-    row = await get_task(adatabase, task.id)
-    assert (row.status, row.lease_token, row.attempts) == (S.WORKING, "new-worker", 2)
+    assert await finish(astore, old_run, S.COMPLETED, {"from": "old"}) == []
+    row = await get_task(astore, task.id)
+    assert (row.status, row.lease_token, row.attempts) == (S.WORKING, "new-worker/1", 1)
 
-    assert finish(database, "new-worker", Outcome(task.id, 2, S.COMPLETED, {"from": "new"})) == [
-        task.id
-    ]
-    row = await get_task(adatabase, task.id)
+    assert await finish(astore, new_run, S.COMPLETED, {"from": "new"}) == [task.id]
+    row = await get_task(astore, task.id)
     assert (row.status, row.info) == (S.COMPLETED, {"from": "new"})
 
 
-async def test_a_late_finish_with_the_same_token_is_fenced_by_the_attempt(
-    backend: Backend, database: Database, adatabase: Database
+async def test_a_late_finish_of_an_earlier_claim_by_the_same_worker_is_rejected(
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
-    """A worker restarted under the same id must not be mistaken for its former self."""
-    task = create_maintenance_task(
-        Echo(), max_attempts=3, database=database, settings=backend.settings()
-    )
-    assert claim(database, "host:1", lease_seconds=-1) == [task.id]
-    assert rescue(database) == [task.id]
-    assert claim(database, "host:1") == [task.id]
+    """Tokens are per claim: a worker that stalled past its lease and claimed the task
+    again must not have its first run's outcome taken for the second's."""
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    (first,) = await claim(astore, "host:1/1", lease_seconds=-1)
+    assert await rescue(astore) == [task.id]
+    (second,) = await claim(astore, "host:1/2")
 
-    late = Outcome(task.id, 1, S.ERROR, {"error": "late"})
-    assert finish(database, "host:1", late) == []
-    row = await get_task(adatabase, task.id)
-    assert (row.status, row.attempts) == (S.WORKING, 2)
+    assert await finish(astore, first, S.ERROR, {"error": "late"}) == []
+    row = await get_task(astore, task.id)
+    assert (row.status, row.lease_token) == (S.WORKING, second.lease_token)
+
+
+async def test_a_worker_restarted_under_the_same_id_is_not_mistaken_for_its_former_self(
+    backend: Backend, database: Database, astore: TaskStore, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    task = create_maintenance_task(
+        WaitForFile(path=str(release)), database=database, settings=backend.settings()
+    )
+    try:
+        # The former worker holds the task, then stops (handing it back).
+        async with running_worker(backend, worker_id="host:1", shutdown_grace_seconds=0) as (
+            former,
+            running,
+        ):
+            await wait_for_status(astore, task.id, S.WORKING, worker=running)
+            former_run = former.state.running[task.id].ctx.claimed
+        async with running_worker(backend, worker_id="host:1") as (_, running):
+            await wait_for_status(astore, task.id, S.WORKING, worker=running)
+
+            # The former's outcome arriving late (it had hung, say) is refused.
+            assert await finish(astore, former_run, S.ERROR, {"error": "late"}) == []
+            assert (await get_task(astore, task.id)).status is S.WORKING
+            release.touch()
+            await wait_for_status(astore, task.id, S.COMPLETED, worker=running)
+    finally:
+        release.touch()
 
 
 async def test_a_late_cancel_from_a_rescued_lease_is_rejected(
-    backend: Backend, database: Database, adatabase: Database
+    backend: Backend, database: Database, astore: TaskStore
 ) -> None:
-    task = create_maintenance_task(
-        Echo(), max_attempts=3, database=database, settings=backend.settings()
-    )
-    assert claim(database, "old-worker", lease_seconds=-1) == [task.id]
-    assert rescue(database) == [task.id]
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    (old_run,) = await claim(astore, "old-worker/1", lease_seconds=-1)
+    assert await rescue(astore) == [task.id]
 
-    late = Outcome(task.id, 1, S.CANCELLED, {"cancelled": True})
-    assert finish(database, "old-worker", late) == []
-    row = await get_task(adatabase, task.id)
-    assert (row.status, row.attempts) == (S.PENDING, 1)
+    assert await finish(astore, old_run, S.CANCELLED, {"cancelled": True}) == []
+    row = await get_task(astore, task.id)
+    assert (row.status, row.attempts, row.rescues) == (S.PENDING, 0, 1)
 
 
 @pytest.fixture
@@ -618,7 +653,7 @@ def other_schema(backend: Backend) -> Iterator[Database]:
 async def test_a_cancel_in_another_schema_does_not_stop_a_task_with_the_same_id(
     backend: Backend,
     database: Database,
-    adatabase: Database,
+    astore: TaskStore,
     other_schema: Database,
     tmp_path: Path,
 ) -> None:
@@ -630,22 +665,19 @@ async def test_a_cancel_in_another_schema_does_not_stop_a_task_with_the_same_id(
     start_ids_at(other_schema, task.id - 1)
     twin = create_maintenance_task(Echo(), database=other_schema, settings=settings)
     assert twin.id == task.id
+    elsewhere = open_store(other_schema)
 
     try:
         async with running_worker(backend) as (worker, running):
             await wait_until(lambda: worker.listening, what="worker listening")
-            await wait_for_status(adatabase, task.id, S.WORKING, worker=running)
-            assert claim(other_schema, "elsewhere") == [twin.id]
-            await asyncio.to_thread(
-                Store(other_schema).run,
-                operations.cancel(other_schema.dialect, twin.id, utcnow()),
-            )
+            await wait_for_status(astore, task.id, S.WORKING, worker=running)
+            assert await claim_ids(elsewhere, "elsewhere/1") == [twin.id]
+            await elsewhere.arun(ops.cancel, twin.id)
             await asyncio.sleep(0.5)  # a NOTIFY arrives in milliseconds
             release.touch()
-            row = await wait_for_status(
-                adatabase, task.id, S.COMPLETED, S.CANCELLED, worker=running
-            )
+            row = await wait_for_status(astore, task.id, S.COMPLETED, S.CANCELLED, worker=running)
     finally:
         release.touch()
+        await elsewhere.aclose()
 
     assert row.status is S.COMPLETED
