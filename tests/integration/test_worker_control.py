@@ -29,6 +29,7 @@ from tests.helpers import (
     run_until_idle,
     running_worker,
     set_columns,
+    set_status,
     start_ids_at,
     wait_for_status,
     wait_until,
@@ -485,6 +486,38 @@ async def test_an_operator_retry_gives_a_poison_task_a_fresh_rescue_budget(
     retried = await astore.arun(ops.retry, task.id)
 
     assert (retried.status, retried.attempts, retried.rescues) == (S.PENDING, 0, 0)
+
+
+async def test_a_working_row_without_a_lease_ends_error_once_older_than_the_stale_limit(
+    backend: Backend, database: Database, astore: TaskStore
+) -> None:
+    # The origin's runner leaves such rows (it holds no lease); so may a crash mid-deploy.
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    set_status(
+        database,
+        task.id,
+        S.WORKING,
+        lease_token=None,
+        lease_expires_at=None,
+        started_at=utcnow() - timedelta(hours=2),
+    )
+
+    assert await rescue(astore, stale_after=3600) == [task.id]
+
+    row = await get_task(astore, task.id)
+    assert (row.status, row.rescues) == (S.ERROR, 0)
+    assert row.error["type"] == "StaleWorking"
+    assert row.finished_at is not None
+
+
+async def test_a_working_row_without_a_lease_is_left_alone_within_the_stale_limit(
+    backend: Backend, database: Database, astore: TaskStore
+) -> None:
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    set_status(database, task.id, S.WORKING, lease_token=None, lease_expires_at=None)
+
+    assert await rescue(astore, stale_after=3600) == []
+    assert (await get_task(astore, task.id)).status is S.WORKING
 
 
 async def test_a_healthy_long_task_is_never_rescued(
