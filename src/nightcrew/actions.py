@@ -52,6 +52,12 @@ def list_tasks(
     return app.store.run(ops.list_tasks, task_filter)
 
 
+def ping(app: Nightcrew) -> None:
+    """Check that the database answers and holds nightcrew's schema; raises
+    `nightcrew.DatabaseError` (`SchemaMissing`: run ``nightcrew db upgrade``) if not."""
+    app.store.run(ops.probe)
+
+
 def count(app: Nightcrew) -> dict[MaintenanceTaskStatus, int]:
     """How many tasks are in each status (every status present, zeros included)."""
     return app.store.run(ops.count_by_status)

@@ -137,6 +137,10 @@ def _task_object(claimed: ClaimedTask, now: datetime) -> MaintenanceTask:
     )
 
 
+def _seconds(value: float) -> str:
+    return f"{value:g} second" + ("" if value == 1 else "s")
+
+
 def _error_of(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
     tb = "".join(traceback.format_exception(exc)) if with_traceback else None
     return {"type": type(exc).__qualname__, "message": str(exc), "traceback": tb}
@@ -200,7 +204,7 @@ class TaskRunner:
                 return await coro
         except TimeoutError as exc:
             if deadline.expired():
-                raise TaskTimedOut(f"timed out after {claimed.timeout:g} seconds") from exc
+                raise TaskTimedOut(f"timed out after {_seconds(claimed.timeout)}") from exc
             raise
 
     def _completed(self, ctx: RunContext, result: Any) -> Outcome:

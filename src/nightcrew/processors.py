@@ -35,7 +35,9 @@ class MaintenanceTaskProcessor(BaseModel, ABC):
     #: Unknown keys in a stored configuration are kept and ignored, as under the origin
     #: (whose own rows carry such keys); a processor opts into strict fields with
     #: ``model_config = ConfigDict(extra="forbid")``.
-    model_config = ConfigDict(extra="allow", frozen=False)
+    #: NaN and Infinity are refused: JSON has no such numbers, and a database would store
+    #: them as null, a configuration the processor never meant.
+    model_config = ConfigDict(extra="allow", frozen=False, allow_inf_nan=False)
 
     max_attempts: ClassVar[int] = 1
     timeout: ClassVar[float | None] = None

@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     keyword passed in code is an error (``extra="forbid"``), so typos do not pass silently.
     """
 
-    model_config = SettingsConfigDict(env_prefix="NIGHTCREW_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="NIGHTCREW_", extra="forbid", allow_inf_nan=False)
 
     database_url: str = DEFAULT_DATABASE_URL
     processor_modules: Annotated[list[str], NoDecode] = Field(

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from datetime import UTC, timedelta
 
+import psycopg
 import pytest
 
-from nightcrew import InvalidTransition, MaintenanceTaskStatus, TaskNotFound
+from nightcrew import (
+    InvalidTransition,
+    MaintenanceTaskStatus,
+    Nightcrew,
+    SchemaMissing,
+    TaskNotFound,
+)
 from nightcrew.events import EventKind, TaskEvent
 from nightcrew.models import utcnow
 from nightcrew.store import TaskStore, ops
 from nightcrew.values import TaskFilter
+from tests.conftest import PG_ADMIN_URL, Backend
 from tests.store.kit import add_task, add_tasks, claim_ids, force_status
 
 S = MaintenanceTaskStatus
@@ -239,3 +247,26 @@ def test_reads_announce_nothing(store: TaskStore) -> None:
     store.run(ops.list_tasks, TaskFilter())
     store.run(ops.count_by_status)
     assert seen == []
+
+
+def test_probe_passes_on_a_database_with_the_schema(store: TaskStore) -> None:
+    store.run(ops.probe)
+
+
+def test_probe_without_the_schema_raises_schema_missing(empty_backend: Backend) -> None:
+    with (
+        Nightcrew(empty_backend.settings()) as app,
+        pytest.raises(SchemaMissing, match="db upgrade"),
+    ):
+        app.store.run(ops.probe)
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced(store: TaskStore) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("a server that restarts under an idle pool: PostgreSQL")
+    add_task(store)
+    with store.database.sync_engine.connect() as conn:  # goes back to the pool after
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert store.run(ops.count_by_status)[S.PENDING] == 1

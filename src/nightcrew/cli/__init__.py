@@ -7,6 +7,7 @@ line on stderr by `main`, in one place, so no command can leak a traceback for b
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Annotated, NoReturn
 
@@ -34,9 +35,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"nightcrew {version('nightcrew')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
     database_url: Annotated[
         str | None,
         typer.Option(
@@ -63,6 +81,32 @@ for _module in COMMAND_MODULES:
     app.add_typer(_module.commands)
 
 
+#: Options of the root command that may also be written after the subcommand.
+GLOBAL_OPTIONS = ("--database-url", "--processor-modules")
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """Move global options written after a subcommand (``nightcrew tasks ls --database-url
+    X``) to the front, where the root command reads them."""
+    front: list[str] = []
+    rest: list[str] = []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        name = item.partition("=")[0]
+        if i > 0 and name in GLOBAL_OPTIONS:
+            if "=" in item:
+                front.append(item)
+            else:
+                front.extend(items[i : i + 2])
+                i += 1
+        else:
+            rest.append(item)
+        i += 1
+    return front + rest
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the CLI and exit: 0 on success, 2 for a usage error, 1 for any other error.
 
@@ -72,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     code: int
     try:
         result = app(
-            args=list(argv) if argv is not None else None,
+            args=hoist_global_options(sys.argv[1:] if argv is None else argv),
             prog_name="nightcrew",
             standalone_mode=False,
         )

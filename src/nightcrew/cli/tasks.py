@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -291,17 +291,19 @@ def list_tasks(
     if not rows:
         say("no tasks")
         return
+    # One row per task on one line at 80 columns: short UTC times (month-day time; --json
+    # and `tasks show` give full ones), and only names are cut, with an ellipsis, when the
+    # terminal is narrower still.
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    table.add_column("id", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("processor", no_wrap=True, overflow="ellipsis", min_width=10)
-    table.add_column("queue", no_wrap=True, overflow="ellipsis", min_width=7)
-    table.add_column("prio", justify="right", no_wrap=True)
-    table.add_column("attempts", justify="right", no_wrap=True)
-    # Times may wrap at the space between date and time: the table fits 80 columns.
-    table.add_column("start_at", min_width=10)
-    table.add_column("updated_at", min_width=10)
-    table.add_column("progress", justify="right", no_wrap=True)
+    table.add_column("id", justify="right", no_wrap=True, min_width=2)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("processor", no_wrap=True, overflow="ellipsis", min_width=8)
+    table.add_column("queue", no_wrap=True, overflow="ellipsis", min_width=5)
+    table.add_column("prio", justify="right", no_wrap=True, min_width=4)
+    table.add_column("tries", justify="right", no_wrap=True, min_width=5)
+    table.add_column("start UTC", no_wrap=True, min_width=14)
+    table.add_column("updated UTC", no_wrap=True, min_width=14)
+    table.add_column("done", justify="right", no_wrap=True, min_width=4)
     for row in rows:
         table.add_row(
             str(row.id),
@@ -310,8 +312,8 @@ def list_tasks(
             Text(row.queue),
             str(row.priority),
             f"{row.attempts}/{row.max_attempts}",
-            format_time(row.start_at),
-            format_time(row.updated_at),
+            short_time(row.start_at),
+            short_time(row.updated_at),
             _progress(row.progress),
         )
     if page.next_before_id is not None:
@@ -383,6 +385,10 @@ def retry_task(
     with open_app(settings) as app:
         row = actions.retry(app, task_id, actor=cli_actor())
     say(f"task {row.id} is now {row.status}, due {format_time(row.start_at)}")
+
+
+def short_time(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%m-%d %H:%M:%S")
 
 
 def _status_text(status: MaintenanceTaskStatus) -> Text:

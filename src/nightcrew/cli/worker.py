@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from nightcrew import logs
+from nightcrew import actions, logs
 from nightcrew.app import Nightcrew
 from nightcrew.cli.common import CliState, say, state
 from nightcrew.errors import ConfigurationError
@@ -169,6 +169,9 @@ def run_command(
     cli = state(ctx)
     settings = cli.settings()  # validate before detaching, so errors show here
     if detach:
+        # A deploy must notice a database the runner cannot use: check it before returning.
+        with Nightcrew(settings) as app:
+            actions.ping(app)
         args = ["--log-level", log_level.value]
         if log_json:
             args.append("--log-json")

@@ -35,9 +35,16 @@ from nightcrew.events import FINISH_KINDS, EventBus, EventKind, TaskEvent
 from nightcrew.models import MaintenanceTaskStatus, utcnow
 from nightcrew.store import statements as st
 from nightcrew.store.database import READ_ONLY, Database
-from nightcrew.store.failures import driver_errors
+from nightcrew.store.failures import classify, driver_errors
 from nightcrew.store.notices import Notice
-from nightcrew.store.plans import Plan, Tx, aexecute_plan, execute_plan, is_read_only
+from nightcrew.store.plans import (
+    Plan,
+    StaleConnection,
+    Tx,
+    aexecute_plan,
+    execute_plan,
+    is_read_only,
+)
 from nightcrew.store.statements import stored_timestamp
 from nightcrew.values import (
     ClaimedTask,
@@ -110,15 +117,26 @@ class TaskStore(ABC):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
-        """`run`, with the events naming ``actor`` (operator actions)."""
-        tx = Tx(self.dialect, actor=actor)
-        with driver_errors(), self.database.sync_engine.connect() as conn:
-            if is_read_only(op):
-                conn = conn.execution_options(**READ_ONLY)
-            with conn.begin():
-                result = execute_plan(conn, op(tx, *args, **kwargs))
-        self.events.emit_all(tx.events)
-        return result
+        """`run`, with the events naming ``actor`` (operator actions).
+
+        A pooled connection that died while idle (the server restarted) is replaced and
+        the operation run again, once: its first statement failed, so nothing had run.
+        """
+        for again in (True, False):
+            tx = Tx(self.dialect, actor=actor)
+            try:
+                with driver_errors(), self.database.sync_engine.connect() as conn:
+                    if is_read_only(op):
+                        conn = conn.execution_options(**READ_ONLY)
+                    with conn.begin():
+                        result = execute_plan(conn, op(tx, *args, **kwargs))
+            except StaleConnection as exc:
+                if not again:
+                    raise classify(exc.__cause__ or exc) from exc.__cause__
+                continue
+            self.events.emit_all(tx.events)
+            return result
+        raise AssertionError("unreachable")
 
     async def arun(
         self,
@@ -127,15 +145,22 @@ class TaskStore(ABC):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
-        tx = Tx(self.dialect)
-        with driver_errors():
-            async with self.database.async_engine.connect() as conn:
-                if is_read_only(op):
-                    conn = await conn.execution_options(**READ_ONLY)
-                async with conn.begin():
-                    result = await aexecute_plan(conn, op(tx, *args, **kwargs))
-        self.events.emit_all(tx.events)
-        return result
+        for again in (True, False):
+            tx = Tx(self.dialect)
+            try:
+                with driver_errors():
+                    async with self.database.async_engine.connect() as conn:
+                        if is_read_only(op):
+                            conn = await conn.execution_options(**READ_ONLY)
+                        async with conn.begin():
+                            result = await aexecute_plan(conn, op(tx, *args, **kwargs))
+            except StaleConnection as exc:
+                if not again:
+                    raise classify(exc.__cause__ or exc) from exc.__cause__
+                continue
+            self.events.emit_all(tx.events)
+            return result
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ the worker's hot path
 

@@ -126,6 +126,13 @@ def list_tasks(tx: Tx, task_filter: TaskFilter) -> Plan[TaskPage]:
 
 
 @reads
+def probe(tx: Tx) -> Plan[None]:
+    """Read one row: the database answers and nightcrew's table is there (else the
+    store raises `DatabaseError`, `SchemaMissing` when the table is missing)."""
+    yield st.probe_statement(), None
+
+
+@reads
 def count_by_status(tx: Tx) -> Plan[dict[MaintenanceTaskStatus, int]]:
     result = yield st.count_by_status_statement(), None
     counts = dict.fromkeys(MaintenanceTaskStatus, 0)

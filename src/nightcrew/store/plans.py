@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Executable
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nightcrew.events import EventKind, TaskEvent
@@ -85,11 +86,23 @@ def is_read_only(op: Callable[..., Any]) -> bool:
     return bool(getattr(op, "read_only", False))
 
 
+class StaleConnection(Exception):
+    """A plan's first statement failed because its pooled connection had died (the
+    server restarted while it sat idle): nothing ran, so the plan may run again."""
+
+
 def execute_plan(conn: Connection, plan: Plan[R]) -> R:
     try:
         stmt, params = next(plan)
+        try:
+            result = conn.execute(stmt, params)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StaleConnection() from exc
+            raise
         while True:
-            stmt, params = plan.send(conn.execute(stmt, params))
+            stmt, params = plan.send(result)
+            result = conn.execute(stmt, params)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
@@ -97,7 +110,14 @@ def execute_plan(conn: Connection, plan: Plan[R]) -> R:
 async def aexecute_plan(conn: AsyncConnection, plan: Plan[R]) -> R:
     try:
         stmt, params = next(plan)
+        try:
+            result = await conn.execute(stmt, params)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StaleConnection() from exc
+            raise
         while True:
-            stmt, params = plan.send(await conn.execute(stmt, params))
+            stmt, params = plan.send(result)
+            result = await conn.execute(stmt, params)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]

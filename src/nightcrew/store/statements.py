@@ -102,6 +102,7 @@ CLAIM_COLUMNS = (
 CLAIMABLE_BY_QUEUE = "ix_maintenance_tasks_claimable"
 CLAIMABLE_ANY = "ix_maintenance_tasks_claimable_any"
 SPACED = "ix_maintenance_tasks_spaced"
+IN_FLIGHT = "ix_maintenance_tasks_lease"
 
 #: Column positions in a claim row that hold timestamps (SQLite returns them as text).
 CLAIM_TIME_COLUMNS = (9, 10)
@@ -215,6 +216,10 @@ def list_statement(task_filter: TaskFilter, *, limit: int) -> Select[Any]:
     if f.before_id is not None:
         stmt = stmt.where(c.id < f.before_id)
     return stmt
+
+
+def probe_statement() -> Select[Any]:
+    return select(c.id).limit(1)
 
 
 def count_by_status_statement() -> Select[Any]:
@@ -536,9 +541,21 @@ def rescue_statement(dialect: Dialect) -> Update:
             _word("type"), kind, _word("message"), reason, _word("traceback"), None
         )
     handed_back = new_status == _word(S.PENDING.value)
+    # The abandoned rows, looked for in the partial index of in-flight rows only (named on
+    # SQLite, whose planner would otherwise scan the table once it has statistics).
+    pick = (
+        select(c.id)
+        .where(_is(S.WORKING), or_(c.lease_expires_at < now, stale))
+        .with_hint(T, f"INDEXED BY {IN_FLIGHT}", "sqlite")
+    )
+    abandoned = (
+        c.id == any_(func.array(pick.scalar_subquery()))
+        if dialect == "postgresql"
+        else c.id.in_(pick.scalar_subquery())
+    )
     return (
         update(T)
-        .where(_is(S.WORKING), or_(c.lease_expires_at < now, stale))
+        .where(abandoned, _is(S.WORKING), or_(c.lease_expires_at < now, stale))
         .values(
             status=new_status,
             info=info,

@@ -151,7 +151,7 @@ class Worker:
             for s in self.services
         ]
         try:
-            await self.rescuer.rescue()
+            await self._first_rescue()
             await self._claim(until_idle)
             await self._drain_in_flight()
         finally:
@@ -172,7 +172,24 @@ class Worker:
 
     # ---------------------------------------------------------------- supervision
 
+    async def _first_rescue(self) -> None:
+        """Hand back abandoned tasks before claiming (what ``run --once`` does first).
+
+        A database that cannot be reached right now is the claimer's to wait for; one
+        that cannot be used at all (no schema, say) stops the worker here.
+        """
+        try:
+            await self.rescuer.rescue()
+        except DatabaseError as exc:
+            if not exc.transient:
+                self._fatal = exc
+                self.hurry()
+            else:
+                log.warning("rescue before claiming failed (%s); the claimer retries", exc)
+
     async def _claim(self, until_idle: bool) -> None:
+        if self._fatal is not None:
+            return
         try:
             await self.claimer.run(until_idle=until_idle)
         except DatabaseError as exc:
