@@ -106,11 +106,22 @@ def test_a_naive_start_at_is_read_as_utc(database: Database, settings: Settings)
     assert orm_task(database, task_id).start_at == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def test_start_at_defaults_to_now_plus_delay(database: Database, settings: Settings) -> None:
+def test_start_in_makes_the_task_due_that_many_seconds_from_now(
+    database: Database, settings: Settings
+) -> None:
+    before = utcnow()
+    task = create_maintenance_task(Echo(), start_in=300, database=database, settings=settings)
+    assert before + timedelta(seconds=300) <= task.start_at <= utcnow() + timedelta(seconds=300)
+
+
+def test_delay_is_stored_and_does_not_postpone_the_start(
+    database: Database, settings: Settings
+) -> None:
+    # The origin's delay: a pause after the task, before the next one with a delay.
     before = utcnow()
     task = create_maintenance_task(Echo(), delay=300, database=database, settings=settings)
-    assert before + timedelta(seconds=300) <= task.start_at <= utcnow() + timedelta(seconds=300)
     assert task.delay == 300
+    assert before <= task.start_at <= utcnow()
 
 
 def test_per_task_options_are_stored(database: Database, settings: Settings) -> None:
@@ -429,6 +440,9 @@ def test_a_stored_row_naming_a_module_outside_the_allowlist_never_imports_it(
     ("options", "message"),
     [
         ({"delay": -1}, "delay"),
+        ({"start_in": -1}, "start_in"),
+        ({"start_in": float("inf")}, "start_in"),
+        ({"start_in": 10, "start_at": datetime(2030, 1, 1, tzinfo=UTC)}, "not both"),
         ({"max_attempts": 0}, "max_attempts"),
         ({"max_attempts": 2**31}, "max_attempts"),
         ({"delay": 2**31}, "delay"),

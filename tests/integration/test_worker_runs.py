@@ -159,7 +159,7 @@ async def test_future_tasks_are_not_run_before_they_are_due(
     backend: Backend, database: Database, astore: TaskStore
 ) -> None:
     settings = backend.settings()
-    later = create_maintenance_task(Echo(), delay=3600, database=database, settings=settings)
+    later = create_maintenance_task(Echo(), start_in=3600, database=database, settings=settings)
     at = create_maintenance_task(
         Echo(), utcnow() + timedelta(hours=1), database=database, settings=settings
     )
