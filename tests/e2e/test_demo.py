@@ -14,14 +14,20 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from nightcrew import InvalidProcessorConfig, MaintenanceTaskStatus, ProcessorLoader
-from nightcrew.store import Database, Store, operations
+from nightcrew import (
+    InvalidProcessorConfig,
+    MaintenanceTaskStatus,
+    Nightcrew,
+    ProcessorLoader,
+    actions,
+)
+from nightcrew.store import Database
+from nightcrew.values import TaskView
 from nightcrew.worker import Worker
 from nightcrew_examples import (
     CURRENT_USER_SETTINGS_VERSION,
@@ -80,15 +86,11 @@ def read_users(url: str) -> dict[str, tuple[int, str]]:
     return {row.user_id: (row.user_version, row.settings_json) for row in rows}
 
 
-def read_tasks(url: str) -> tuple[dict[S, int], list[Any]]:
-    database = Database(url)
-    try:
-        store = Store(database)
-        return store.run(operations.count_by_status()), store.run(
-            operations.list_tasks(limit=10_000)
-        )
-    finally:
-        database.dispose()
+def read_tasks(url: str) -> tuple[dict[S, int], list[TaskView]]:
+    with Nightcrew(database_url=url) as app:
+        page = actions.list_tasks(app, limit=1000)
+        assert page.next_before_id is None, "more tasks than one page holds"
+        return actions.count(app), list(page.tasks)
 
 
 def is_corrupt(version: int, settings_json: str) -> bool:
