@@ -197,11 +197,12 @@ def create_maintenance_task(
         start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive, start_in
     )
     (row,), app, owned = _prepare([processor], options, database, settings, session)
+    insert = ops.insert_one if row["unique_key"] is None else ops.insert_keyed
     if session is not None:
-        return _as_task(run_in(session, app.events if app else None, ops.insert_one, row))
+        return _as_task(run_in(session, app.events if app else None, insert, row))
     assert app is not None
     try:
-        return _as_task(app.store.run(ops.insert_one, row))
+        return _as_task(app.store.run(insert, row))
     finally:
         if owned:
             app.close()
@@ -228,11 +229,12 @@ async def acreate_maintenance_task(
         start_at, delay, priority, queue, max_attempts, timeout, unique_key, inactive, start_in
     )
     (row,), app, owned = _prepare([processor], options, database, settings, session)
+    insert = ops.insert_one if row["unique_key"] is None else ops.insert_keyed
     if session is not None:
-        return _as_task(await arun_in(session, app.events if app else None, ops.insert_one, row))
+        return _as_task(await arun_in(session, app.events if app else None, insert, row))
     assert app is not None
     try:
-        return _as_task(await app.store.arun(ops.insert_one, row))
+        return _as_task(await app.store.arun(insert, row))
     finally:
         if owned:
             await app.aclose()

@@ -157,12 +157,32 @@ class TaskView:
         return self.processor_type.rpartition(".")[2]
 
     @classmethod
+    def created(cls, task_id: int, row: Mapping[str, Any]) -> TaskView:
+        """The view of a task just inserted from ``row`` (the values an enqueue writes)."""
+        return cls(**{**_NEW_TASK, **row, "id": task_id})
+
+    @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> TaskView:
         """A view of a result row; columns the view does not know are ignored."""
         return cls(**{name: row[name] for name in _VIEW_FIELDS if name in row})
 
 
 _VIEW_FIELDS = tuple(f.name for f in fields(TaskView))
+#: What a new task holds in the columns an enqueue does not write.
+_NEW_TASK: dict[str, Any] = {
+    "lease_token": None,
+    "lease_expires_at": None,
+    "cancel_requested_at": None,
+    "unique_key": None,
+    "waiting_on": 0,
+    "progress": None,
+    "progress_message": None,
+    "info": None,
+    "error": None,
+    "started_at": None,
+    "finished_at": None,
+    "rescues": 0,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ LOADER = ProcessorLoader(TEST_MODULES)
 
 def add_task(store: TaskStore, value: int = 0, **options: Any) -> TaskView:
     (row,) = build_rows([Echo(value=value)], TaskOptions(**options), LOADER, utcnow())
-    return store.run(ops.insert_one, row)
+    return store.run(ops.insert_one if row["unique_key"] is None else ops.insert_keyed, row)
 
 
 def add_tasks(store: TaskStore, n: int, **options: Any) -> list[int]:

@@ -19,13 +19,16 @@ from nightcrew import (
     Nightcrew,
     SchemaMissing,
     TaskNotFound,
+    TaskOptions,
 )
+from nightcrew.enqueue import build_rows
 from nightcrew.events import EventKind, TaskEvent
 from nightcrew.models import utcnow
 from nightcrew.store import TaskStore, ops
 from nightcrew.values import TaskFilter
 from tests.conftest import PG_ADMIN_URL, Backend
-from tests.store.kit import add_task, add_tasks, claim_ids, force_status
+from tests.processors import Echo
+from tests.store.kit import LOADER, add_task, add_tasks, claim_ids, force_status
 
 S = MaintenanceTaskStatus
 FINAL = [S.COMPLETED, S.ERROR, S.CANCELLED]
@@ -270,3 +273,15 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced(store: TaskStore) 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     assert store.run(ops.count_by_status)[S.PENDING] == 1
+
+
+def test_insert_one_refuses_a_row_with_a_unique_key(store: TaskStore) -> None:
+    (row,) = build_rows([Echo()], TaskOptions(unique_key="k"), LOADER, utcnow())
+    with pytest.raises(ValueError, match="insert_keyed"):
+        store.run(ops.insert_one, row)
+
+
+def test_insert_keyed_returns_the_open_holder_of_the_key(store: TaskStore) -> None:
+    first = add_task(store, unique_key="k")
+    (row,) = build_rows([Echo(value=9)], TaskOptions(unique_key="k"), LOADER, utcnow())
+    assert store.run(ops.insert_keyed, row).id == first.id

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Executable
+from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine.interfaces import Dialect as SADialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -43,6 +43,7 @@ from nightcrew.store.plans import (
     Tx,
     aexecute_plan,
     execute_plan,
+    is_one_statement,
     is_read_only,
 )
 from nightcrew.store.statements import stored_timestamp
@@ -125,7 +126,7 @@ class TaskStore(ABC):
         for again in (True, False):
             tx = Tx(self.dialect, actor=actor)
             try:
-                with driver_errors(), self.database.sync_engine.connect() as conn:
+                with driver_errors(), self._sync_engine(op).connect() as conn:
                     if is_read_only(op):
                         conn = conn.execution_options(**READ_ONLY)
                     with conn.begin():
@@ -149,7 +150,7 @@ class TaskStore(ABC):
             tx = Tx(self.dialect)
             try:
                 with driver_errors():
-                    async with self.database.async_engine.connect() as conn:
+                    async with self._async_engine(op).connect() as conn:
                         if is_read_only(op):
                             conn = await conn.execution_options(**READ_ONLY)
                         async with conn.begin():
@@ -161,6 +162,20 @@ class TaskStore(ABC):
             self.events.emit_all(tx.events)
             return result
         raise AssertionError("unreachable")
+
+    def _sync_engine(self, op: Callable[..., Any]) -> Engine:
+        return (
+            self.database.sync_autocommit_engine
+            if is_one_statement(op)
+            else self.database.sync_engine
+        )
+
+    def _async_engine(self, op: Callable[..., Any]) -> AsyncEngine:
+        return (
+            self.database.async_autocommit_engine
+            if is_one_statement(op)
+            else self.database.async_engine
+        )
 
     # ------------------------------------------------------------ the worker's hot path
 

@@ -16,7 +16,7 @@ from nightcrew.events import EventKind
 from nightcrew.models import MaintenanceTaskStatus
 from nightcrew.store import bulk
 from nightcrew.store import statements as st
-from nightcrew.store.plans import Plan, Tx, reads
+from nightcrew.store.plans import Plan, Tx, one_statement, reads
 from nightcrew.values import TaskFilter, TaskPage, TaskView
 
 S = MaintenanceTaskStatus
@@ -88,13 +88,19 @@ def insert_tasks(tx: Tx, rows: Sequence[dict[str, Any]]) -> Plan[list[int]]:
     return [i for i in ids if i is not None]
 
 
+def insert_keyed(tx: Tx, row: dict[str, Any]) -> Plan[TaskView]:
+    """Insert one task with a unique key and return it, or the open task holding the key."""
+    (task_id,) = yield from insert_tasks(tx, [row])
+    return (yield from get_task(tx, task_id))
+
+
+@one_statement
 def insert_one(tx: Tx, row: dict[str, Any]) -> Plan[TaskView]:
-    """Insert one task and return it: one statement unless it has a unique key."""
+    """Insert one task without a unique key and return it (one statement)."""
     if row.get("unique_key") is not None:
-        (task_id,) = yield from insert_tasks(tx, [row])
-        return (yield from get_task(tx, task_id))
+        raise ValueError("a task with a unique key is inserted by insert_keyed")
     result = yield st.insert_one_statement(tx.dialect), row
-    task = TaskView.from_mapping(result.one()._mapping)
+    task = TaskView.created(result.one()[0], row)
     tx.emit(
         EventKind.CREATED,
         task.id,

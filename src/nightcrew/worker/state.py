@@ -24,9 +24,14 @@ from nightcrew.values import StopReason
 log = logging.getLogger("nightcrew.worker")
 
 
+#: Longest worker id: its lease tokens (id, a run's random part, a counter) must fit the
+#: 64 characters of ``lease_token``.
+MAX_WORKER_ID = 40
+
+
 def default_worker_id() -> str:
     """``host:pid:random``: unique per process start, readable in ``tasks show``."""
-    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()[:22]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,8 @@ class WorkerConfig:
                 raise ConfigurationError(f"limit of queue {queue!r} must be >= 1")
             if served is not None and queue not in served:
                 raise ConfigurationError(f"queue {queue!r} has a limit but is not served")
+        if worker_id is not None and not 0 < len(worker_id) <= MAX_WORKER_ID:
+            raise ConfigurationError(f"a worker id has 1 to {MAX_WORKER_ID} characters")
         return cls(
             id=worker_id or default_worker_id(),
             queues=served,
@@ -95,15 +102,19 @@ class WorkerState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     _claims: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: Random per worker object, so a worker restarted under the same id never repeats
+    #: the tokens of its previous life.
+    _life: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     def next_token(self) -> str:
-        """A lease token unique to one claim statement: ``worker id/claim number``.
+        """A lease token unique to one claim statement: ``worker id/life.claim number``.
 
         Every write about a run (finish, heartbeat, progress) is fenced by its claim's
         token, so a late outcome of an earlier run of the same task — even by this worker,
-        after a stall — can never be mistaken for the current one.
+        after a stall, or by its previous life under the same id — can never be mistaken
+        for the current one.
         """
-        return f"{self.config.id}/{next(self._claims)}"
+        return f"{self.config.id}/{self._life}.{next(self._claims)}"
 
     @property
     def free_slots(self) -> int:
