@@ -1,13 +1,16 @@
 """Helpers shared by the scenario scripts of every library.
 
-Imported by ``sc_nightcrew.py`` (project venv) and ``sc_procrastinate.py`` /
-``sc_pgqueuer.py`` (``bench/.peers-venv``), so it needs only the standard library and
-psycopg 3, which both environments have.
+Imported by ``sc_nightcrew.py`` (project venv), ``sc_procrastinate.py``,
+``sc_pgqueuer.py``, ``sc_chancy.py`` (``bench/.peers-venv``) and ``sc_oban.py``
+(``bench/.peers312-venv``), so it needs only the standard library and psycopg 3, which
+every environment has.
 
 Protocol between a scenario script and the driver (``run.py``): the script prints any
 number of lines and, last, one line ``RESULT {json}``. Worker children spawned by a
 scenario speak the same way with their parent: ``READY`` when set up, then they wait for
-``GO`` on stdin, then they print ``RESULT {json}``.
+``GO`` on stdin, then they print ``RESULT {json}``. Children of libraries without a
+"stop when the queue is empty" mode (oban, chancy) run until their parent, which watches
+the database, sends ``STOP``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,47 @@ def sql_exec(dbname: str, *queries: str) -> None:
     with psycopg.connect(pg_url(dbname), autocommit=True) as conn:
         for query in queries:
             conn.execute(query)
+
+
+def disable_autovacuum(dbname: str, *tables: str) -> None:
+    """The burst scenarios: no statistics gathered behind the benchmark's back."""
+    sql_exec(dbname, *(f"ALTER TABLE {t} SET (autovacuum_enabled = false)" for t in tables))
+
+
+def before_fill(dbname: str, params: dict[str, Any], *tables: str) -> None:
+    """Before a drain's tasks are enqueued: a burst (``params["burst"]``) turns autovacuum
+    off on the library's job tables, as the burst at defaults does for nightcrew's."""
+    if params.get("burst"):
+        disable_autovacuum(dbname, *tables)
+
+
+def after_fill(dbname: str, params: dict[str, Any]) -> None:
+    """After a drain's tasks are enqueued: the tuned drain gathers statistics first
+    (``VACUUM ANALYZE``); a burst drains at once, statistics not yet gathered."""
+    if not params.get("burst"):
+        sql_exec(dbname, "VACUUM ANALYZE")
+
+
+def wait_for_count(dbname: str, query: str, n: int, timeout: float) -> float:
+    """Poll ``query`` (a count) until it reaches ``n``; return the ``time.time()`` it did.
+
+    How the drains of oban and chancy, which have no drain-and-exit mode, are timed: the
+    end is when every task's completion is committed, seen from outside. The polls are 2%
+    of the elapsed time apart (10 to 250 ms), so the end is seen within about 2% while the
+    count, which reads the whole table, takes little from the drain it watches.
+    """
+    import psycopg
+
+    started = time.time()
+    with psycopg.connect(pg_url(dbname), autocommit=True) as conn:
+        while True:
+            row = conn.execute(query).fetchone()
+            now = time.time()
+            if row is not None and row[0] >= n:
+                return now
+            if now - started > timeout:
+                raise RuntimeError(f"only {row[0] if row else 0} of {n} done after {timeout:.0f}s")
+            time.sleep(min(max(0.01, 0.02 * (now - started)), 0.25))
 
 
 def machine_info() -> dict[str, Any]:
@@ -149,10 +193,19 @@ def child_ready_and_wait() -> float:
     """In a worker child: say READY, block until the parent says GO; return the GO time."""
     sys.stdout.write("READY\n")
     sys.stdout.flush()
-    line = sys.stdin.readline()
-    if line.strip() != "GO":
-        raise SystemExit(f"expected GO, got {line!r}")
+    _expect("GO")
     return time.time()
+
+
+def child_wait_stop() -> None:
+    """In a worker child released by GO: block until the parent says STOP."""
+    _expect("STOP")
+
+
+def _expect(word: str) -> None:
+    line = sys.stdin.readline()
+    if line.strip() != word:
+        raise SystemExit(f"expected {word}, got {line!r}")
 
 
 class Children:
@@ -204,11 +257,17 @@ class Children:
 
     def go(self) -> float:
         now = time.time()
+        self._say("GO")
+        return now
+
+    def stop(self) -> None:
+        self._say("STOP")
+
+    def _say(self, word: str) -> None:
         for proc in self.procs:
             assert proc.stdin is not None
-            proc.stdin.write("GO\n")
+            proc.stdin.write(word + "\n")
             proc.stdin.flush()
-        return now
 
     def results(self, timeout: float = 3600.0) -> list[dict[str, Any]]:
         out = []
@@ -235,10 +294,32 @@ class Children:
                 proc.kill()
 
 
-def drain_summary(n: int, go: float, children: list[dict[str, Any]]) -> dict[str, Any]:
-    """Throughput of workers released at ``go``: n / (last end - first start)."""
+def release_and_watch(
+    children: Children, dbname: str, done_query: str, n: int, timeout: float = 3600.0
+) -> tuple[float, float, list[dict[str, Any]]]:
+    """GO, wait until ``done_query`` counts ``n`` committed completions, then STOP.
+
+    For libraries whose workers do not exit once the queue is empty: returns the GO time,
+    the time the last completion was seen committed, and the children's results.
+    """
+    go = children.go()
+    try:
+        t_end = wait_for_count(dbname, done_query, n, timeout)
+    finally:
+        children.stop()
+    return go, t_end, children.results()
+
+
+def drain_summary(
+    n: int, go: float, children: list[dict[str, Any]], t_end: float | None = None
+) -> dict[str, Any]:
+    """Throughput of workers released at ``go``: n / (last end - first start).
+
+    ``t_end``, when given, is the end seen from outside (`wait_for_count`) instead of the
+    children's own.
+    """
     start = min(c["t_start"] for c in children)
-    end = max(c["t_end"] for c in children)
+    end = t_end if t_end is not None else max(c["t_end"] for c in children)
     elapsed = end - start
     return {
         "tasks": n,
@@ -321,6 +402,39 @@ def rss_summary(
 
 
 # ------------------------------------------------------------------ CLI
+
+
+Scenario = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+def script_main(
+    lib: str,
+    defaults: dict[str, Any],
+    scenarios: dict[str, Scenario],
+    children: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]],
+    versions: Callable[[], dict[str, str]],
+) -> None:
+    """A peer script's ``main``: run the scenario (or the worker child) named on the
+    command line with ``defaults`` updated by ``--settings``; print its RESULT line."""
+    ns = scenario_args()
+    settings = {**defaults, **ns.settings}
+    unknown = set(ns.settings) - set(defaults)
+    if unknown:
+        raise SystemExit(f"{lib}: unknown settings {sorted(unknown)}")
+    if ns.scenario in children:
+        children[ns.scenario](ns.params, settings)
+        return
+    metrics = scenarios[ns.scenario](ns.params, settings)
+    emit(
+        {
+            "lib": lib,
+            "scenario": ns.scenario,
+            "params": ns.params,
+            "settings": settings,
+            "versions": versions(),
+            "metrics": metrics,
+        }
+    )
 
 
 def scenario_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,8 +14,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-LIBS = ("nightcrew", "procrastinate", "pgqueuer")
-COLORS = {"nightcrew": "#1b7f5f", "procrastinate": "#8a8a8a", "pgqueuer": "#4a73b5"}
+LIBS = ("nightcrew", "procrastinate", "pgqueuer", "oban", "chancy")
+COLORS = {
+    "nightcrew": "#1b7f5f",
+    "procrastinate": "#8a8a8a",
+    "pgqueuer": "#4a73b5",
+    "oban": "#c9822b",
+    "chancy": "#8e5ea2",
+}
 
 
 def metric(summary: dict[str, Any], case: str, lib: str, key: str) -> float | None:
@@ -34,15 +40,16 @@ def grouped(
     higher_better: bool = True,
 ) -> None:
     """Bars: one group per (case, metric), one bar per library, ratios above peers."""
-    width = 0.26
+    present = [lib for lib in LIBS if any(metric(summary, c, lib, k) for c, k, _ in groups)]
+    width = 0.8 / max(len(present), 1)
     drawn = False
     for gi, (case, key, _label) in enumerate(groups):
         nc = metric(summary, case, "nightcrew", key)
-        for li, lib in enumerate(LIBS):
+        for li, lib in enumerate(present):
             v = metric(summary, case, lib, key)
             if v is None:
                 continue
-            x = gi + (li - 1) * width
+            x = gi + (li - (len(present) - 1) / 2) * width
             ax.bar(x, v, width, color=COLORS[lib], label=lib if gi == 0 else None)
             drawn = True
             text = f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
@@ -53,7 +60,7 @@ def grouped(
                 (x, v),
                 ha="center",
                 va="bottom",
-                fontsize=6.5,
+                fontsize=5.5,
                 xytext=(0, 1),
                 textcoords="offset points",
             )
@@ -95,8 +102,8 @@ def main() -> None:
     with open(src) as f:
         data = json.load(f)
     summary, meta = data["summary"], data["meta"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    (a1, a2, a3), (a4, a5, a6) = axes
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+    (a1, a2, a7, a3), (a4, a5, a6, a8) = axes
 
     grouped(
         a1,
@@ -113,7 +120,25 @@ def main() -> None:
         "tasks/s (log)",
         log=True,
     )
-    a2.set_title("Drain no-op tasks", fontsize=10)
+    a2.set_title("Drain no-op tasks (tuned)", fontsize=10)
+    grouped(
+        a7,
+        summary,
+        [("burst1", "tps", "1 process"), ("burst2", "tps", "2 processes")],
+        "tasks/s (log)",
+        log=True,
+    )
+    a7.set_title("Burst: nightcrew `run --once` at defaults, peers at their best", fontsize=9)
+    single(
+        a8,
+        summary,
+        [
+            ("burst_sqlite1", "tps", "1 process"),
+            ("burst_sqlite2", "tps", "2 processes"),
+        ],
+        "tasks/s",
+    )
+    a8.set_title("nightcrew on SQLite: burst at defaults", fontsize=10)
     grouped(
         a3,
         summary,
@@ -201,7 +226,9 @@ def main() -> None:
 
     m = meta["machine"]
     fig.suptitle(
-        f"nightcrew vs procrastinate vs pgqueuer — median of {meta['repeat']} "
+        "nightcrew vs "
+        + ", ".join(lib for lib in LIBS[1:] if any(lib in c["libs"] for c in summary.values()))
+        + f" — median of {meta['repeat']} "
         f"{'(QUICK smoke run) ' if meta['quick'] else ''}| {m.get('nproc')} cores, "
         f"PostgreSQL {str(m.get('postgres', '')).split()[0]}, fsync={m.get('fsync')}, "
         f"synchronous_commit={m.get('synchronous_commit')}",

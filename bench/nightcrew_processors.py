@@ -1,11 +1,11 @@
 """Processors used by nightcrew's side of the benchmark.
 
-The module is put on the worker's allowlist by ``sc_nightcrew.py``
-(``processor_modules=["nightcrew_processors", "nightcrew.processors"]``) and found on
-``sys.path`` because the scenario scripts run from ``bench/``.
-
-The drain scenarios use the built-in ``nightcrew.processors.Noop``; these two exist for
-the measurements that need to see inside the task body.
+The module is the worker's allowlist in ``sc_nightcrew.py``
+(``processor_modules=["nightcrew_processors"]``, ``NIGHTCREW_PROCESSOR_MODULES`` for the
+burst's ``nightcrew run --once``) and found on ``sys.path`` because the scenario scripts run
+from ``bench/`` (the burst puts ``bench/`` on ``PYTHONPATH``). It uses only nightcrew's
+public API (``MaintenanceTaskProcessor``, ``MaintenanceTask``), so a refactor inside the
+package does not move it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,20 @@ from nightcrew import MaintenanceTask, MaintenanceTaskProcessor
 records: list[tuple[float, float]] = []
 #: Called after each recorded probe / counted task (the scenario stops the worker there).
 on_record: Callable[[], None] | None = None
+#: `Noop` tasks run in this process.
+executed = 0
 #: `Count` tasks run in this process, and the time the latest one started.
 counted = 0
 last_counted_at = 0.0
+
+
+class Noop(MaintenanceTaskProcessor):
+    """Does nothing but count itself: the drain, burst and memory scenarios' task."""
+
+    async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        global executed
+        executed += 1
+        return {}
 
 
 class Probe(MaintenanceTaskProcessor):

@@ -1,11 +1,13 @@
-"""Run nightcrew, procrastinate and pgqueuer side by side and write the report.
+"""Run nightcrew and its peers (procrastinate, pgqueuer, oban, chancy) side by side and
+write the report.
 
     python bench/run.py [--quick] [--repeat N] [--only enqueue,drain,...] [--set LIB.KEY=VALUE]
     python bench/run.py --calibrate [--quick]     # sweep the peers' (and nightcrew's) knobs
     python bench/run.py --report-only              # redo RESULTS.md / chart.png from results.json
 
 Each library runs in its own interpreter (nightcrew: the project's .venv; the peers:
-bench/.peers-venv, made by bench/setup_peers.sh on first use) and its own fresh database.
+bench/.peers-venv, and bench/.peers312-venv for oban, which needs Python 3.12; both made by
+bench/setup_peers.sh on first use) and its own fresh database.
 Every scenario runs for every library in one run, libraries alternating (their order
 rotates each repetition), repeated ``--repeat`` times; the report gives medians and the
 ratio nightcrew / peer. Only the standard library is used here, so any Python 3.11 runs it.
@@ -31,11 +33,12 @@ RESULTS = BENCH / "results"
 RAW = RESULTS / "raw"
 PEERS_VENV = BENCH / ".peers-venv"
 PEERS_PY = PEERS_VENV / "bin" / "python"
+PEERS312_PY = BENCH / ".peers312-venv" / "bin" / "python"
 PROJECT_PY = REPO / ".venv" / "bin" / "python"
-LIBS = ("nightcrew", "procrastinate", "pgqueuer")
-PEERS = ("procrastinate", "pgqueuer")
+LIBS = ("nightcrew", "procrastinate", "pgqueuer", "oban", "chancy")
+PEERS = LIBS[1:]
 SCRIPTS = {lib: f"sc_{lib}.py" for lib in LIBS}
-GROUPS = ("enqueue", "drain", "latency", "backlog", "sqlite", "memory")
+GROUPS = ("enqueue", "drain", "burst", "latency", "backlog", "sqlite", "memory")
 RESULT_PREFIX = "RESULT "
 
 LATENCY = {"interval": 0.02, "warmup": 10, "settle": 1.0}
@@ -43,6 +46,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "enqueue": {"bulk": 20_000, "single": 2_000},
         "drain": {"n": 20_000},
+        "burst": {"n": 20_000, "budget_s": 300},
         "latency": {"n": 200, **LATENCY},
         "backlog": {"small": 10_000, "large": 1_000_000, "finished": 1_000_000, "claim": 8_000},
         "sqlite_drain": {"n": 20_000},
@@ -51,6 +55,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "quick": {
         "enqueue": {"bulk": 2_000, "single": 200},
         "drain": {"n": 2_000},
+        "burst": {"n": 2_000, "budget_s": 60},
         "latency": {"n": 40, **LATENCY, "settle": 0.5},
         "backlog": {"small": 2_000, "large": 50_000, "finished": 50_000, "claim": 1_500},
         "sqlite_drain": {"n": 2_000},
@@ -78,9 +83,11 @@ class Case:
         self.scenario, self.params, self.libs = scenario, params, libs
 
 
-def build_cases(sizes: dict[str, Any], memory_peers: bool) -> list[Case]:
+def build_cases(sizes: dict[str, Any], memory_peers: bool, libs: tuple[str, ...]) -> list[Case]:
+    """Every case; ``libs`` are the libraries that can run here (nightcrew first)."""
     b = sizes["backlog"]
-    return [
+    burst = {**sizes["burst"], "burst": True}
+    cases = [
         Case("enqueue", "enqueue", "Enqueue", "enqueue", sizes["enqueue"], LIBS),
         Case(
             "drain1",
@@ -97,6 +104,38 @@ def build_cases(sizes: dict[str, Any], memory_peers: bool) -> list[Case]:
             "drain",
             {**sizes["drain"], "procs": 2},
             LIBS,
+        ),
+        Case(
+            "burst1",
+            "burst",
+            "Burst at defaults, 1 worker process",
+            "burst",
+            {**burst, "procs": 1},
+            LIBS,
+        ),
+        Case(
+            "burst2",
+            "burst",
+            "Burst at defaults, 2 worker processes",
+            "burst",
+            {**burst, "procs": 2},
+            LIBS,
+        ),
+        Case(
+            "burst_sqlite1",
+            "burst",
+            "SQLite burst at defaults, 1 worker process",
+            "burst",
+            {**burst, "procs": 1, "backend": "sqlite"},
+            ("nightcrew",),
+        ),
+        Case(
+            "burst_sqlite2",
+            "burst",
+            "SQLite burst at defaults, 2 worker processes",
+            "burst",
+            {**burst, "procs": 2, "backend": "sqlite"},
+            ("nightcrew",),
         ),
         Case(
             "latency", "latency", "Pickup latency (idle worker)", "latency", sizes["latency"], LIBS
@@ -150,26 +189,36 @@ def build_cases(sizes: dict[str, Any], memory_peers: bool) -> list[Case]:
             LIBS if memory_peers else ("nightcrew",),
         ),
     ]
+    for case in cases:
+        case.libs = tuple(lib for lib in case.libs if lib in libs)
+    return cases
 
 
 # ------------------------------------------------------------------ running
 
 
-def ensure_peers(upgrade: bool = False) -> None:
-    """Make or refresh bench/.peers-venv (a few seconds when it is already complete)."""
-    if not PEERS_PY.exists():
-        print("creating bench/.peers-venv (procrastinate, pgqueuer, matplotlib) ...", flush=True)
+def ensure_peers(upgrade: bool = False) -> tuple[str, ...]:
+    """Make or refresh the peers' venvs (well under a second when they are complete);
+    return the libraries that can run (oban is left out when no Python 3.12 is found or
+    its install failed: setup_peers.sh says which)."""
+    if not PEERS_PY.exists() or not PEERS312_PY.exists():
+        print("creating the peers' venvs (bench/setup_peers.sh) ...", flush=True)
     cmd = ["bash", str(BENCH / "setup_peers.sh")] + (["--upgrade"] if upgrade else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"bench/setup_peers.sh failed:\n{proc.stdout}\n{proc.stderr}")
-    print("peers: " + proc.stdout.strip().splitlines()[-1], flush=True)
+    last = proc.stdout.strip().splitlines()[-1]
+    print("peers: " + last, flush=True)
+    if "oban: unavailable" in last:
+        print("warning: oban is left out of this run (see the line above)", file=sys.stderr)
+        return tuple(lib for lib in LIBS if lib != "oban")
+    return LIBS
 
 
 def interpreter(lib: str) -> str:
     if lib == "nightcrew":
         return str(PROJECT_PY if PROJECT_PY.exists() else Path(sys.executable))
-    return str(PEERS_PY)
+    return str(PEERS312_PY if lib == "oban" else PEERS_PY)
 
 
 def run_one(lib: str, case: Case, overrides: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -210,6 +259,7 @@ def run_one(lib: str, case: Case, overrides: dict[str, Any], timeout: float) -> 
 HEADLINE = {
     "enqueue": ("bulk_tps", "single_tps"),
     "drain": ("tps",),
+    "burst": ("tps",),
     "latency": ("p50_ms", "p95_ms", "p99_ms"),
     "backlog": ("tps",),
     "memory": ("rss_start_mb", "rss_peak_mb", "rss_end_mb", "rss_growth_mb"),
@@ -291,6 +341,7 @@ def summarise(runs: list[dict[str, Any]], cases: list[Case]) -> dict[str, Any]:
         out[case.key] = {
             "title": case.title,
             "group": case.group,
+            "scenario": case.scenario,
             "params": case.params,
             "libs": per_lib,
         }
@@ -320,24 +371,51 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     def fmt(x: float | None, suffix: str = "x") -> str:
         return "n/a" if x is None else f"{x:.2f}{suffix}"
 
+    def best_peer(case: str, metric: str, pick: Any) -> tuple[float | None, str]:
+        vals = {p: v for p in PEERS if (v := med(summary, case, p, metric)) is not None}
+        if not vals:
+            return None, "no peer"
+        peer = pick(vals, key=vals.__getitem__)
+        return vals[peer], peer
+
+    # The user's path: a burst drained by `nightcrew run --once` at default settings,
+    # against pgqueuer at its best (the better of its burst and its tuned drain).
+    pgq = [v for c in ("burst1", "drain1") if (v := med(summary, c, "pgqueuer", "tps")) is not None]
+    r = ratio(med(summary, "burst1", "nightcrew", "tps"), max(pgq) if pgq else None)
+    add(
+        "burst at defaults, 1 process >= 1.5x pgqueuer at its best",
+        fmt(r),
+        None if r is None else r >= 1.5,
+    )
     for case, label in (("drain1", "1 process"), ("drain2", "2 processes")):
         nc = med(summary, case, "nightcrew", "tps")
-        for peer, need in (("pgqueuer", 1.5), ("procrastinate", 10.0)):
+        for peer, need in (("pgqueuer", 2.0), ("procrastinate", 10.0)):
             r = ratio(nc, med(summary, case, peer, "tps"))
-            add(f"drain ({label}) >= {need:g}x {peer}", fmt(r), None if r is None else r >= need)
+            add(
+                f"tuned drain ({label}) >= {need:g}x {peer}",
+                fmt(r),
+                None if r is None else r >= need,
+            )
     r = ratio(
         med(summary, "enqueue", "nightcrew", "bulk_tps"),
         med(summary, "enqueue", "pgqueuer", "bulk_tps"),
     )
     add("bulk enqueue >= 1.5x pgqueuer", fmt(r), None if r is None else r >= 1.5)
+    nc = med(summary, "enqueue", "nightcrew", "single_tps")
+    best, who = best_peer("enqueue", "single_tps", max)
+    r = ratio(nc, best)
+    add(
+        "one-at-a-time enqueue >= best peer",
+        "n/a" if r is None else f"{fmt(r)} of {who}",
+        None if r is None else r >= 1.0,
+    )
     for metric in ("p50_ms", "p99_ms"):
         nc = med(summary, "latency", "nightcrew", metric)
-        peers = [v for p in PEERS if (v := med(summary, "latency", p, metric)) is not None]
-        best = min(peers) if peers else None
+        best, who = best_peer("latency", metric, min)
         ok = None if nc is None or best is None else nc <= best
         add(
             f"pickup latency {metric[:3]} <= best peer",
-            f"{fmt(nc, ' ms')} vs {fmt(best, ' ms')}",
+            "n/a" if best is None else f"{fmt(nc, ' ms')} vs {fmt(best, ' ms')} ({who})",
             ok,
         )
     r = ratio(
@@ -380,17 +458,30 @@ def cell(summary: dict[str, Any], case: str, lib: str, metric: str, digits: int)
     return text
 
 
-def ratio_cell(summary: dict[str, Any], case: str, peer: str, metric: str) -> str:
-    r = ratio(med(summary, case, "nightcrew", metric), med(summary, case, peer, metric))
+def ratio_cell(
+    summary: dict[str, Any], case: str, peer: str, metric: str, peer_case: str | None = None
+) -> str:
+    """nightcrew's median over the peer's (of ``peer_case`` when given: the SQLite bursts
+    are compared with the peers' PostgreSQL bursts)."""
+    r = ratio(
+        med(summary, case, "nightcrew", metric), med(summary, peer_case or case, peer, metric)
+    )
     return "—" if r is None else f"{r:.2f}"
+
+
+#: The SQLite bursts, nightcrew alone, are compared with the peers' PostgreSQL bursts.
+PEER_CASE = {"burst_sqlite1": "burst1", "burst_sqlite2": "burst2"}
 
 
 SETTING_NOTES = {
     "nightcrew": "sync `create_maintenance_tasks` (one `INSERT ... SELECT ... FROM "
     "json_array_elements(...)`) and `create_maintenance_task` (SQLAlchemy, psycopg 3); "
     "`Worker(settings).run(until_idle=True)` (claims and finishes straight on psycopg 3, "
-    "the rest through SQLAlchemy); built-in `nightcrew.processors.Noop`; uvloop (what "
-    "`nightcrew worker` runs on by default)",
+    "the rest through SQLAlchemy); a no-op processor (`nightcrew_processors.Noop`); uvloop "
+    "(what `nightcrew worker` runs on by default). The burst rows use none of this: "
+    "`python -m nightcrew run --once` with only `NIGHTCREW_DATABASE_URL` and "
+    "`NIGHTCREW_PROCESSOR_MODULES` set, so `Settings()` defaults (concurrency 10, "
+    "poll interval 0.5 s, event loop auto)",
     "procrastinate": "`PsycopgConnector` (psycopg 3, C build, pool); `batch_defer_async` and "
     "`defer_async`; `run_worker_async(wait=False)` with async tasks; LISTEN/NOTIFY on; "
     "stdlib asyncio (its CLI's loop)",
@@ -398,6 +489,17 @@ SETTING_NOTES = {
     "`Queries.enqueue` with lists (bulk) and scalars (single); "
     "`PgQueuer.run(mode=drain)`; uvloop (as `pgq run` and its own benchmark use); "
     "tables installed by `pgq install` (durable)",
+    "oban": "the Python port (`pip install oban`, Python 3.12 in its own venv); psycopg 3 "
+    "pool from `Oban.create_pool`; `enqueue_many` (bulk) and `enqueue` (single); "
+    "`Oban(pool, queues={queue: limit})` with async `@worker` classes, one node name per "
+    "process; uvloop (what `oban start` runs on); schema by `oban install`; no drain mode: "
+    "a drain ends when every job is `completed` in the table",
+    "chancy": "psycopg 3 pool; `push_many` (bulk, its batches of 1,000 jobs per "
+    "transaction) and `push` (single); a queue on the `AsyncExecutor` with "
+    "`eager_polling`, async jobs; default plugins; logger at WARNING (its INFO logs a line "
+    "per job); stdlib asyncio (its CLI's loop); schema by `migrate()`; no drain mode: a "
+    "drain ends when every job is `succeeded` in the table, which its workers write in "
+    "batches every `send_outgoing_interval`",
 }
 
 
@@ -405,7 +507,9 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
     lines: list[str] = []
     w = lines.append
     mode = "quick (smoke-test sizes: numbers are not meaningful)" if meta["quick"] else "full"
-    w("# Benchmark: nightcrew vs procrastinate vs pgqueuer")
+    libs = [lib for lib in LIBS if any(lib in c["libs"] for c in summary.values())]
+    peers = [p for p in libs if p != "nightcrew"]
+    w("# Benchmark: nightcrew vs " + ", ".join(peers))
     w("")
     w(
         f"Run {meta['finished']} with `{meta['command']}`: {mode}; each scenario repeated "
@@ -440,15 +544,22 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
     w("## Side by side")
     w("")
     w(
-        "| Scenario | Metric | nightcrew | procrastinate | pgqueuer "
-        "| nightcrew / procrastinate | nightcrew / pgqueuer |"
+        "| Scenario | Metric | "
+        + " | ".join(libs)
+        + " | "
+        + " | ".join(f"nightcrew / {p}" for p in peers)
+        + " |"
     )
-    w("|---|---|---:|---:|---:|---:|---:|")
+    w("|---|---|" + "---:|" * (len(libs) + len(peers)))
     rows = [
         ("enqueue", "bulk_tps", "bulk enqueue, tasks/s", 0),
         ("enqueue", "single_tps", "one-at-a-time enqueue, tasks/s", 0),
         ("drain1", "tps", "tasks/s", 0),
         ("drain2", "tps", "tasks/s", 0),
+        ("burst1", "tps", "tasks/s (nightcrew: `run --once` at defaults)", 0),
+        ("burst2", "tps", "tasks/s (nightcrew: 2 x `run --once` at defaults)", 0),
+        ("burst_sqlite1", "tps", "tasks/s (ratios: vs the peers' PostgreSQL burst)", 0),
+        ("burst_sqlite2", "tps", "tasks/s (ratios: vs the peers' PostgreSQL burst)", 0),
         ("latency", "p50_ms", "enqueue-to-start p50, ms", 1),
         ("latency", "p95_ms", "enqueue-to-start p95, ms", 1),
         ("latency", "p99_ms", "enqueue-to-start p99, ms", 1),
@@ -457,8 +568,7 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
     for case, metric, label, digits in rows:
         if case not in summary:
             continue
-        libs = summary[case]["libs"]
-        if case == "memory" and len(libs) == 1:
+        if case == "memory" and len(summary[case]["libs"]) == 1:
             continue
         title = summary[case]["title"]
         if case == "enqueue":
@@ -466,16 +576,16 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
                 f"Enqueue ({summary[case]['params']['bulk']:,} bulk / "
                 f"{summary[case]['params']['single']:,} single)"
             )
-        elif case in ("drain1", "drain2"):
+        elif case in ("drain1", "drain2") or case.startswith("burst"):
             title += f" ({summary[case]['params']['n']:,} no-op tasks)"
         elif case == "latency":
             p = summary[case]["params"]
             title += f" ({p['n']} tasks, {p['interval'] * 1000:.0f} ms apart)"
         w(
             f"| {title} | {label} | "
-            + " | ".join(cell(summary, case, lib, metric, digits) for lib in LIBS)
+            + " | ".join(cell(summary, case, lib, metric, digits) for lib in libs)
             + " | "
-            + " | ".join(ratio_cell(summary, case, p, metric) for p in PEERS)
+            + " | ".join(ratio_cell(summary, case, p, metric, PEER_CASE.get(case)) for p in peers)
             + " |"
         )
     w("")
@@ -523,7 +633,7 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
 
     w("## Settings used")
     w("")
-    for lib in LIBS:
+    for lib in libs:
         found = next((c["libs"][lib] for c in summary.values() if lib in c["libs"]), None)
         if found is None:
             continue
@@ -535,9 +645,10 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
     w("")
     w(
         "- Each library has its own database (`bench_nightcrew`, `bench_procrastinate`, "
-        "`bench_pgqueuer`), dropped and created again before every scenario run, with the "
-        "schema each library documents (nightcrew's migrations, procrastinate's "
-        "`apply_schema`, `pgq install`)."
+        "`bench_pgqueuer`, `bench_oban`, `bench_chancy`), dropped and created again before "
+        "every scenario run, with the schema each library documents (nightcrew's "
+        "migrations, procrastinate's `apply_schema`, `pgq install`, `oban install`, "
+        "chancy's `migrate()`)."
     )
     w(
         "- Enqueue: the time of the enqueue calls only, after one warm-up enqueue has opened "
@@ -547,7 +658,25 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
         "- Drain: tasks are enqueued first (not timed); the worker processes connect, say "
         "they are ready, and are released together; throughput is tasks / (last worker "
         "finished - first worker started). Every task's execution is counted in the workers "
-        "and checked against the database afterwards."
+        "and checked against the database afterwards. oban and chancy have no mode that "
+        "stops once the queue is empty: their drain ends when the benchmark, counting "
+        "finished jobs in the table every 2% of the elapsed time (10-250 ms), first sees "
+        "every job's completion committed (so within about 2%); then it stops their "
+        "workers."
+    )
+    w(
+        "- Burst at defaults (the user's path): N tasks enqueued in one transaction (nightcrew: "
+        "one `create_maintenance_tasks` call), autovacuum off on the job table and no "
+        "`VACUUM`/`ANALYZE` (statistics not yet gathered, as in the first minute after a "
+        "burst), then drained at once. nightcrew: `python -m nightcrew run --once` as a "
+        "subprocess (two at the same time for 2 processes) with only "
+        "`NIGHTCREW_DATABASE_URL` and `NIGHTCREW_PROCESSOR_MODULES` set, timed from spawn "
+        "to exit minus the interpreter start-up (the fastest of three `python -m nightcrew "
+        "--version`, as many at once as workers), so connecting, the rescue pass and "
+        "LISTEN are in its time. The peers: the same conditions, their own bulk enqueue, "
+        "their best settings, timed as their tuned drain (already connected workers "
+        "released by GO), which leaves their start-up out. SQLite: nightcrew alone on a "
+        "fresh file; its ratios are against the peers' PostgreSQL bursts."
     )
     w(
         "- Pickup latency: an idle worker in its own process; tasks enqueued one at a time "
@@ -568,7 +697,9 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> No
     w(
         "- Settings: each library's dequeue batch / concurrency is the best of a sweep "
         "(`run.py --calibrate`, see `calibration.md` beside this file when present); "
-        "logging is left unconfigured for all three (nothing printed per task)."
+        "logging prints nothing per task for any library (left unconfigured; chancy's own "
+        "default logger, which logs every job at INFO, set to WARNING). oban runs on "
+        "Python 3.12 (it needs it), the others on the project's Python."
     )
     w("")
     if meta.get("chart"):
@@ -593,24 +724,19 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\nmedians (ratio = nightcrew / peer):")
     for case, data in summary.items():
         libs = data["libs"]
-        keys = HEADLINE.get(
-            {
-                "sqlite_drain": "drain",
-                "sqlite_drain2": "drain",
-                "sqlite_latency": "latency",
-                "backlog_small": "backlog",
-                "backlog_large": "backlog",
-                "drain1": "drain",
-                "drain2": "drain",
-            }.get(case, case),
-            (),
-        )
-        for key in keys:
+        # results.json files written before "scenario" was kept name it by the case key
+        legacy = {"sqlite_drain": "drain", "sqlite_drain2": "drain", "drain1": "drain"}
+        legacy.update(drain2="drain", sqlite_latency="latency")
+        legacy.update(backlog_small="backlog", backlog_large="backlog")
+        scenario = data.get("scenario") or legacy.get(case, case)
+        peer_case = PEER_CASE.get(case)
+        peers = [p for p in PEERS if p in summary.get(peer_case or case, {}).get("libs", {})]
+        for key in HEADLINE.get(scenario, ()):
             vals = "  ".join(
                 f"{lib}={num(med(summary, case, lib, key), 1)}" for lib in LIBS if lib in libs
             )
             ratios = "  ".join(
-                f"nc/{p[:5]}={ratio_cell(summary, case, p, key)}" for p in PEERS if p in libs
+                f"nc/{p[:5]}={ratio_cell(summary, case, p, key, peer_case)}" for p in peers
             )
             print(f"  {case:<15} {key:<14} {vals}  {ratios}")
     for t in targets(summary):
@@ -632,17 +758,22 @@ CALIBRATION: dict[str, list[dict[str, Any]]] = {
         for c, p in ((1, 4), (10, 10), (30, 10), (30, 30), (100, 20))
     ],
     "nightcrew": [{"concurrency": c} for c in (10, 50, 100, 200, 500, 1000)],
+    "oban": [{"queue_limit": c} for c in (10, 20, 50, 100, 200, 500)],
+    "chancy": [
+        {"concurrency": c, "send_outgoing_interval": i} for i in (1, 0.1) for c in (50, 200, 1000)
+    ],
 }
 
 
-def calibrate(n: int, repeat: int, timeout: float, libs: list[str]) -> None:
+def calibrate(n: int, repeat: int, timeout: float, libs: list[str], where: Path) -> None:
     """Drain throughput of ``n`` tasks for each candidate setting (1 and 2 processes).
 
-    Prints a table and keeps it, per library, in bench/results/calibration.json and .md
-    (a later ``--calibrate-libs X`` replaces X's section only). The chosen values go into
-    each ``sc_<lib>.py``'s ``DEFAULTS`` by hand; the report says what was used.
+    Prints a table and keeps it, per library, in ``where``/calibration.json and .md
+    (bench/results for a full-size sweep; a later ``--calibrate-libs X`` replaces X's
+    section only). The chosen values go into each ``sc_<lib>.py``'s ``DEFAULTS`` by hand;
+    the report says what was used.
     """
-    store = RESULTS / "calibration.json"
+    store = where / "calibration.json"
     saved: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
     for lib in libs:
         print(f"\n== {lib}")
@@ -669,7 +800,7 @@ def calibrate(n: int, repeat: int, timeout: float, libs: list[str]) -> None:
             "rows": rows,
             "best": best["settings"],
         }
-    RESULTS.mkdir(exist_ok=True)
+    where.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps(saved, indent=1))
     lines = [
         "# Calibration of drain settings",
@@ -694,8 +825,8 @@ def calibrate(n: int, repeat: int, timeout: float, libs: list[str]) -> None:
             for r in data["rows"]
         ]
         lines += ["", f"Best: `{json.dumps(data['best'])}`", ""]
-    (RESULTS / "calibration.md").write_text("\n".join(lines))
-    print(f"\nwrote {RESULTS / 'calibration.md'}")
+    (where / "calibration.md").write_text("\n".join(lines))
+    print(f"\nwrote {where / 'calibration.md'}")
 
 
 # ------------------------------------------------------------------ main
@@ -735,7 +866,7 @@ def main() -> None:
     )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per scenario run")
     ap.add_argument("--calibrate", action="store_true", help="sweep drain settings and stop")
-    ap.add_argument("--calibrate-libs", default="pgqueuer,procrastinate,nightcrew")
+    ap.add_argument("--calibrate-libs", default="pgqueuer,procrastinate,oban,chancy,nightcrew")
     ap.add_argument(
         "--calibrate-n",
         type=int,
@@ -776,19 +907,24 @@ def main() -> None:
         print_summary(data["summary"])
         return
 
-    ensure_peers(args.upgrade_peers)
+    available = ensure_peers(args.upgrade_peers)
     sizes = SIZES["quick" if args.quick else "full"]
     repeat = args.repeat or (1 if args.quick else 3)
     if args.calibrate:
         n = args.calibrate_n or sizes["drain"]["n"]
-        calibrate(n, repeat, args.timeout, args.calibrate_libs.split(","))
+        libs = [lib for lib in args.calibrate_libs.split(",") if lib in available]
+        calibrate(n, repeat, args.timeout, libs, out_dir if args.quick else RESULTS)
         return
 
     only = {g.strip() for g in args.only.split(",") if g.strip()}
     unknown = only - set(GROUPS)
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {GROUPS}")
-    cases = [c for c in build_cases(sizes, args.memory_peers) if not only or c.group in only]
+    cases = [
+        c
+        for c in build_cases(sizes, args.memory_peers, available)
+        if (not only or c.group in only) and c.libs
+    ]
     overrides = parse_overrides(args.set)
 
     info = subprocess.run(

@@ -1,10 +1,21 @@
 """nightcrew's side of the benchmark (runs in the project's .venv).
 
-    python sc_nightcrew.py enqueue|drain|latency|backlog|memory --params JSON --settings JSON
+    python sc_nightcrew.py enqueue|drain|burst|latency|backlog|memory --params JSON --settings JSON
 
-``drain`` and ``latency`` take ``"backend": "sqlite"`` in their params for the embedded
-mode (scenario 5); everything else runs on PostgreSQL in the database ``bench_nightcrew``.
+``drain``, ``burst`` and ``latency`` take ``"backend": "sqlite"`` in their params for the
+embedded mode; everything else runs on PostgreSQL in the database ``bench_nightcrew``.
 Schema made by ``nightcrew.migrate.upgrade`` (the migrations users run).
+
+Only nightcrew's public API is used (``create_maintenance_task(s)`` and their async twins,
+``Worker(settings)`` with ``run(until_idle=True)`` and ``request_stop()``, ``Settings``,
+``nightcrew.migrate.upgrade``, ``MaintenanceTaskProcessor`` in ``nightcrew_processors``);
+the tables are read with plain SQL (``maintenance_tasks``, its ``status``), as users see
+them. One internal remains, optional: before GO a worker's first pooled connection is
+opened through ``worker.database.async_engine`` when that attribute exists (`_warm`).
+
+``burst`` is the user's path (``/work/shared/hooks/burst_at_defaults.py`` is the
+reference): N tasks in one ``create_maintenance_tasks`` call, then ``python -m nightcrew
+run --once`` at default settings as a subprocess, statistics not gathered.
 """
 
 from __future__ import annotations
@@ -12,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -29,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "enqueue_api": "sync",  # create_maintenance_task(s) (sync, the origin's API) | async twins
     "loop": "uvloop",  # what `nightcrew worker` runs on by default (NIGHTCREW_EVENT_LOOP=auto)
 }
-PROCESSOR_MODULES = ["nightcrew_processors", "nightcrew.processors"]
+PROCESSOR_MODULES = ["nightcrew_processors"]
 
 
 def versions() -> dict[str, str]:
@@ -82,6 +95,8 @@ def make_settings(params: dict[str, Any], settings: dict[str, Any]) -> Any:
 
 def install(params: dict[str, Any]) -> None:
     """A fresh database with nightcrew's schema, made the way users make it."""
+    from nightcrew.migrate import upgrade
+
     if params.get("backend") == "sqlite":
         path = params["sqlite_path"]
         for suffix in ("", "-wal", "-shm"):
@@ -89,23 +104,15 @@ def install(params: dict[str, Any]) -> None:
                 os.remove(path + suffix)
     else:
         bl.recreate_database(DB)
-    url = url_for(params)
-    try:
-        from nightcrew.migrate import upgrade
-    except ImportError:  # pragma: no cover - before migrations existed
-        from nightcrew import Database
-        from nightcrew.models import Base
-
-        Base.metadata.create_all(Database(url).sync_engine)
-    else:
-        upgrade(url)
+    upgrade(url_for(params))
 
 
 def bulk_enqueue(
     params: dict[str, Any], settings: dict[str, Any], n: int, chunk: int = 20_000
 ) -> None:
+    from nightcrew_processors import Noop
+
     from nightcrew import create_maintenance_tasks
-    from nightcrew.processors import Noop
 
     s = make_settings(params, settings)
     for start in range(0, n, chunk):
@@ -114,30 +121,28 @@ def bulk_enqueue(
         )
 
 
+def sql(params: dict[str, Any], query: str) -> Any:
+    """One statement on the scenario's database (PostgreSQL or the SQLite file), autocommit;
+    the first column of its first row."""
+    if params.get("backend") == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(params["sqlite_path"], isolation_level=None)
+        try:
+            row = conn.execute(query).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else row[0]
+    return bl.sql_scalar(DB, query)
+
+
 def completed(params: dict[str, Any]) -> int:
-    from sqlalchemy import text
-
-    from nightcrew import Database
-
-    db = Database(url_for(params))
-    with db.sync_engine.connect() as conn:
-        n = conn.execute(
-            text("SELECT count(*) FROM maintenance_tasks WHERE status = 'COMPLETED'")
-        ).scalar_one()
-    db.dispose()
-    return int(n)
+    return int(sql(params, "SELECT count(*) FROM maintenance_tasks WHERE status = 'COMPLETED'"))
 
 
 def analyze(params: dict[str, Any]) -> None:
     if params.get("backend") == "sqlite":
-        from sqlalchemy import text
-
-        from nightcrew import Database
-
-        db = Database(url_for(params))
-        with db.sync_engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
-        db.dispose()
+        sql(params, "ANALYZE")
     else:
         bl.sql_exec(DB, "VACUUM ANALYZE maintenance_tasks")
 
@@ -146,13 +151,14 @@ def analyze(params: dict[str, Any]) -> None:
 
 
 def scenario_enqueue(params: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    from nightcrew_processors import Noop
+
     from nightcrew import (
         acreate_maintenance_task,
         acreate_maintenance_tasks,
         create_maintenance_task,
         create_maintenance_tasks,
     )
-    from nightcrew.processors import Noop
 
     install(params)
     bulk, single = params["bulk"], params["single"]
@@ -208,6 +214,82 @@ def scenario_drain(params: dict[str, Any], settings: dict[str, Any]) -> dict[str
     metrics = bl.drain_summary(n, go, children.results())
     metrics["verified"] = completed(params) == n and metrics["executed"] == n
     return metrics
+
+
+def scenario_burst(params: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The user's path: ``params["n"]`` tasks in one ``create_maintenance_tasks`` call, then
+    ``params["procs"]`` x ``python -m nightcrew run --once`` at once, default settings.
+
+    As ``/work/shared/hooks/burst_at_defaults.py`` measures it: autovacuum off on the
+    table and no ANALYZE (statistics not yet gathered, as in the first minute after a
+    burst), only ``NIGHTCREW_DATABASE_URL`` and ``NIGHTCREW_PROCESSOR_MODULES`` set, the
+    time from spawn to exit minus the interpreter's start-up (``python -m nightcrew
+    --version``, here the fastest of three, as many at once as workers). A drain slower
+    than ``params["budget_s"]`` is cut there and measured by what it finished. The
+    benchmark's ``settings`` (its tuned ones) are not used.
+    """
+    from nightcrew_processors import Noop
+
+    from nightcrew import Settings, create_maintenance_tasks
+
+    install(params)
+    n, procs = params["n"], params["procs"]
+    url = url_for(params)
+    if params.get("backend") != "sqlite":
+        bl.disable_autovacuum(DB, "maintenance_tasks")
+    create_maintenance_tasks(
+        [Noop() for _ in range(n)],
+        settings=Settings(database_url=url, processor_modules=PROCESSOR_MODULES),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTCREW_")}
+    env.update(
+        NIGHTCREW_DATABASE_URL=url,
+        NIGHTCREW_PROCESSOR_MODULES=",".join(PROCESSOR_MODULES),
+        PYTHONPATH=os.pathsep.join(p for p in (str(bl.BENCH_DIR), env.get("PYTHONPATH")) if p),
+    )
+    nc = [sys.executable, "-m", "nightcrew"]
+
+    def timed(args: list[str], timeout: float, check: bool = True) -> tuple[float, bool]:
+        """Run ``procs`` x ``nightcrew ARGS`` at once: seconds until the last exits, and
+        whether all exited in time (and, with ``check``, with status 0)."""
+        t0 = time.perf_counter()
+        running = [
+            subprocess.Popen(
+                nc + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(procs)
+        ]
+        ok = True
+        for proc in running:
+            try:
+                _, err = proc.communicate(timeout=max(0.0, t0 + timeout - time.perf_counter()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                ok = False
+                continue
+            if check and proc.returncode != 0:
+                raise RuntimeError(f"nightcrew {' '.join(args)} exited {proc.returncode}:\n{err}")
+        return time.perf_counter() - t0, ok
+
+    # The reference's start-up probe, its exit status unchecked as there: where the CLI
+    # has no --version it exits 2 after importing itself, which is still the start-up.
+    # The fastest of three: the least noisy estimate, and it subtracts the least.
+    startup = min(timed(["--version"], 60, check=False)[0] for _ in range(3))
+    raw, in_time = timed(["run", "--once"], params["budget_s"])
+    took = max(raw - startup, 1e-3)
+    done = completed(params)
+    return {
+        "tasks": n,
+        "processes": procs,
+        "completed": done,
+        "elapsed_s": round(took, 4),
+        "tps": round(done / took, 1),
+        "raw_s": round(raw, 4),
+        "startup_s": round(startup, 4),
+        # a start-up longer than the run itself is noise (a busy machine): not a result
+        "verified": in_time and done == n and raw > startup,
+    }
 
 
 def scenario_memory(params: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -351,22 +433,29 @@ def _rows(query: str) -> list[tuple[Any, ...]]:
 
 async def _warm(worker: Any) -> None:
     """Open the worker's first pooled connection before GO, as the peers do (they connect
-    before their run loop starts)."""
+    before their run loop starts). ``worker.database.async_engine`` is not public API: if
+    a refactor moves it, the worker connects after GO instead (its time then includes
+    connecting, a little against nightcrew)."""
     from sqlalchemy import text
 
-    async with worker.database.async_engine.connect() as conn:
+    engine = getattr(getattr(worker, "database", None), "async_engine", None)
+    if engine is None:
+        return
+    async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
 
 
 def child_drain(params: dict[str, Any], settings: dict[str, Any]) -> None:
-    from nightcrew.worker import Worker
+    import nightcrew_processors as procs
+
+    from nightcrew import Worker
 
     async def main() -> dict[str, Any]:
         worker = Worker(make_settings(params, settings))
         await _warm(worker)
         t_start = await asyncio.to_thread(bl.child_ready_and_wait)
         await worker.run(until_idle=True)
-        return {"t_start": t_start, "t_end": time.time(), "executed": worker.processed}
+        return {"t_start": t_start, "t_end": time.time(), "executed": procs.executed}
 
     bl.emit(run_async(main(), settings))
 
@@ -374,7 +463,7 @@ def child_drain(params: dict[str, Any], settings: dict[str, Any]) -> None:
 def child_latency(params: dict[str, Any], settings: dict[str, Any]) -> None:
     import nightcrew_processors as procs
 
-    from nightcrew.worker import Worker
+    from nightcrew import Worker
 
     async def main() -> dict[str, Any]:
         worker = Worker(make_settings(params, settings))
@@ -395,7 +484,7 @@ def child_latency(params: dict[str, Any], settings: dict[str, Any]) -> None:
 def child_count(params: dict[str, Any], settings: dict[str, Any]) -> None:
     import nightcrew_processors as procs
 
-    from nightcrew.worker import Worker
+    from nightcrew import Worker
 
     claimed_at: list[float] = []
 
@@ -424,6 +513,7 @@ def child_count(params: dict[str, Any], settings: dict[str, Any]) -> None:
 SCENARIOS = {
     "enqueue": scenario_enqueue,
     "drain": scenario_drain,
+    "burst": scenario_burst,
     "latency": scenario_latency,
     "backlog": scenario_backlog,
     "memory": scenario_memory,

@@ -6,7 +6,7 @@ about twice psycopg's throughput), the batch ``Queries.enqueue`` with lists, a
 queue, and uvloop as its ``pgq run`` command and its own benchmark tool use. Schema
 installed with its documented ``pgq install`` command (default durability: logged tables).
 
-    python sc_pgqueuer.py enqueue|drain|latency|memory --params JSON --settings JSON
+    python sc_pgqueuer.py enqueue|drain|burst|latency|memory --params JSON --settings JSON
 """
 
 from __future__ import annotations
@@ -135,14 +135,16 @@ def _spawn(role: str, params: dict[str, Any], settings: dict[str, Any], n: int) 
 
 
 def scenario_drain(params: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The tuned drain, and (``params["burst"]``) the burst: no ANALYZE, autovacuum off."""
     install(settings)
     n, procs = params["n"], params["procs"]
 
     async def fill() -> None:
         await bulk_enqueue(await make_queries(settings), n)
 
+    bl.before_fill(DB, params, "pgqueuer")
     run_async(fill(), settings)
-    bl.sql_exec(DB, "VACUUM ANALYZE")
+    bl.after_fill(DB, params)
     children = _spawn("worker-drain", params, settings, procs)
     children.wait_ready()
     go = children.go()
@@ -258,33 +260,15 @@ def child_latency(params: dict[str, Any], settings: dict[str, Any]) -> None:
     bl.emit(run_async(main(), settings))
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, bl.Scenario] = {
     "enqueue": scenario_enqueue,
     "drain": scenario_drain,
+    "burst": scenario_drain,
     "latency": scenario_latency,
     "memory": scenario_memory,
 }
 CHILDREN = {"worker-drain": child_drain, "worker-latency": child_latency}
 
 
-def main() -> None:
-    ns = bl.scenario_args()
-    settings = {**DEFAULTS, **ns.settings}
-    if ns.scenario in CHILDREN:
-        CHILDREN[ns.scenario](ns.params, settings)
-        return
-    metrics = SCENARIOS[ns.scenario](ns.params, settings)
-    bl.emit(
-        {
-            "lib": LIB,
-            "scenario": ns.scenario,
-            "params": ns.params,
-            "settings": settings,
-            "versions": versions(),
-            "metrics": metrics,
-        }
-    )
-
-
 if __name__ == "__main__":
-    main()
+    bl.script_main(LIB, DEFAULTS, SCENARIOS, CHILDREN, versions)

@@ -8,7 +8,7 @@ applied with ``app.schema_manager.apply_schema_async()`` (what ``procrastinate s
 --apply`` runs). Finished jobs are kept (``delete_jobs="never"``, its default), as
 nightcrew keeps its rows.
 
-    python sc_procrastinate.py enqueue|drain|latency|memory --params JSON --settings JSON
+    python sc_procrastinate.py enqueue|drain|burst|latency|memory --params JSON --settings JSON
 """
 
 from __future__ import annotations
@@ -123,20 +123,22 @@ def _spawn(role: str, params: dict[str, Any], settings: dict[str, Any], n: int) 
     return bl.Children(bl.child_argv("sc_procrastinate.py", role, params, settings), n)
 
 
-def _fill(n: int, settings: dict[str, Any]) -> None:
+def _fill(n: int, params: dict[str, Any], settings: dict[str, Any]) -> None:
     async def main() -> None:
         app = make_app(settings)
         async with app.open_async():
             await bulk_enqueue(app, n)
 
+    bl.before_fill(DB, params, "procrastinate_jobs")
     run_async(main(), settings)
-    bl.sql_exec(DB, "VACUUM ANALYZE")
+    bl.after_fill(DB, params)
 
 
 def scenario_drain(params: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The tuned drain, and (``params["burst"]``) the burst: no ANALYZE, autovacuum off."""
     install(settings)
     n, procs = params["n"], params["procs"]
-    _fill(n, settings)
+    _fill(n, params, settings)
     children = _spawn("worker-drain", params, settings, procs)
     children.wait_ready()
     go = children.go()
@@ -149,7 +151,7 @@ def scenario_drain(params: dict[str, Any], settings: dict[str, Any]) -> dict[str
 def scenario_memory(params: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     install(settings)
     n = params["n"]
-    _fill(n, settings)
+    _fill(n, params, settings)
     children = _spawn("worker-drain", params, settings, 1)
     children.wait_ready()
     sampler = bl.RssSampler(children.pids[0])
@@ -226,33 +228,15 @@ def child_latency(params: dict[str, Any], settings: dict[str, Any]) -> None:
     bl.emit(run_async(main(), settings))
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, bl.Scenario] = {
     "enqueue": scenario_enqueue,
     "drain": scenario_drain,
+    "burst": scenario_drain,
     "latency": scenario_latency,
     "memory": scenario_memory,
 }
 CHILDREN = {"worker-drain": child_drain, "worker-latency": child_latency}
 
 
-def main() -> None:
-    ns = bl.scenario_args()
-    settings = {**DEFAULTS, **ns.settings}
-    if ns.scenario in CHILDREN:
-        CHILDREN[ns.scenario](ns.params, settings)
-        return
-    metrics = SCENARIOS[ns.scenario](ns.params, settings)
-    bl.emit(
-        {
-            "lib": LIB,
-            "scenario": ns.scenario,
-            "params": ns.params,
-            "settings": settings,
-            "versions": versions(),
-            "metrics": metrics,
-        }
-    )
-
-
 if __name__ == "__main__":
-    main()
+    bl.script_main(LIB, DEFAULTS, SCENARIOS, CHILDREN, versions)
