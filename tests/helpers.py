@@ -49,9 +49,14 @@ async def get_task(store: TaskStore, task_id: int) -> TaskView:
     return await store.arun(ops.get_task, task_id)
 
 
+def counts_by_status(store: TaskStore) -> dict[MaintenanceTaskStatus, int]:
+    """How many tasks are in each status (every status present)."""
+    return store.run(ops.count_by_status)
+
+
 def task_count(store: TaskStore) -> int:
     """How many tasks there are, in any status."""
-    return sum(store.run(ops.count_by_status).values())
+    return sum(counts_by_status(store).values())
 
 
 def orm_task(database: Database, task_id: int) -> MaintenanceTask:
@@ -228,6 +233,26 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within:g}s: {what}")
         await asyncio.sleep(0.05)
+
+
+def poll_until(
+    check: Callable[[], Any],
+    *,
+    what: str,
+    within: float = SOON,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """`wait_until` for sync code (tests driving worker processes): poll ``check`` until
+    truthy; on timeout the failure adds what ``explain`` returns (say, the workers' logs)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = f"\n{explain()}" if explain else ""
+            raise AssertionError(f"not within {within:g}s: {what}{detail}")
+        time.sleep(0.1)
 
 
 async def wait_for_status(

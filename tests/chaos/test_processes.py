@@ -12,10 +12,8 @@ import collections
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -26,9 +24,10 @@ from nightcrew import (
     acreate_maintenance_task,
     create_maintenance_tasks,
 )
-from nightcrew.store import Database, Store, operations
+from nightcrew.store import PostgresStore, TaskStore
 from nightcrew.worker import Worker
 from tests.conftest import PG_ADMIN_URL, ROOT, Backend
+from tests.helpers import counts_by_status, poll_until, read_task, wait_for_status, wait_until
 from tests.processors import Echo, RecordRun, Sleep
 
 S = MaintenanceTaskStatus
@@ -88,25 +87,6 @@ def workers(backend: Backend, tmp_path: Path) -> Iterator[Workers]:
     group.cleanup()
 
 
-def counts(store: Store) -> dict[MaintenanceTaskStatus, int]:
-    return store.run(operations.count_by_status())
-
-
-def wait_until(
-    check: Callable[[], Any], *, what: str, within: float, workers: Workers | None = None
-) -> Any:
-    """Poll ``check`` until truthy; fail after ``within`` seconds, with the workers' logs."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            logs = workers.logs() if workers else ""
-            raise AssertionError(f"not within {within:g}s: {what}\n{logs}")
-        time.sleep(0.1)
-
-
 def recorded(path: Path) -> collections.Counter[str]:
     if not path.exists():
         return collections.Counter()
@@ -118,7 +98,7 @@ def recorded(path: Path) -> collections.Counter[str]:
 
 @pytest.mark.slow
 def test_several_worker_processes_run_each_of_thousands_of_tasks_exactly_once(
-    backend: Backend, store: Store, workers: Workers, tmp_path: Path
+    backend: Backend, store: TaskStore, workers: Workers, tmp_path: Path
 ) -> None:
     record = tmp_path / "runs.txt"
     procs = [workers.start(concurrency=16) for _ in range(3)]
@@ -131,16 +111,16 @@ def test_several_worker_processes_run_each_of_thousands_of_tasks_exactly_once(
 
     def all_done() -> bool:
         workers.check_alive(*procs)
-        return counts(store)[S.COMPLETED] == len(ids)
+        return counts_by_status(store)[S.COMPLETED] == len(ids)
 
-    wait_until(all_done, what="3,000 tasks completed", within=300, workers=workers)
+    poll_until(all_done, what="3,000 tasks completed", within=300, explain=workers.logs)
     for proc in procs:
         assert workers.stop(proc) == 0, workers.logs()
 
     runs = recorded(record)
     assert set(runs) == set(keys)
     assert [k for k, n in runs.items() if n != 1] == []
-    final = counts(store)
+    final = counts_by_status(store)
     assert final[S.COMPLETED] == len(ids)
     assert final[S.WORKING] == final[S.PENDING] == final[S.ERROR] == 0
 
@@ -150,7 +130,7 @@ def test_several_worker_processes_run_each_of_thousands_of_tasks_exactly_once(
 
 @pytest.mark.slow
 def test_tasks_of_a_killed_worker_are_rescued_and_completed_by_another(
-    backend: Backend, store: Store, workers: Workers, tmp_path: Path
+    backend: Backend, store: TaskStore, workers: Workers, tmp_path: Path
 ) -> None:
     record = tmp_path / "runs.txt"
     keys = [f"k{i}" for i in range(20)]
@@ -165,32 +145,37 @@ def test_tasks_of_a_killed_worker_are_rescued_and_completed_by_another(
 
     def doomed_is_busy() -> bool:
         workers.check_alive(doomed)
-        return counts(store)[S.WORKING] == 10
+        return counts_by_status(store)[S.WORKING] == 10
 
-    wait_until(doomed_is_busy, what="the first worker running 10 tasks", within=60, workers=workers)
-    held = [i for i in ids if store.run(operations.get_task(i)).status is S.WORKING]
+    poll_until(
+        doomed_is_busy, what="the first worker running 10 tasks", within=60, explain=workers.logs
+    )
+    held = [i for i in ids if read_task(store, i).status is S.WORKING]
     workers.stop(doomed, signal.SIGKILL)
 
     rescuer = workers.start(concurrency=20, **lease)
 
     def all_done() -> bool:
         workers.check_alive(rescuer)
-        return counts(store)[S.COMPLETED] == len(ids)
+        return counts_by_status(store)[S.COMPLETED] == len(ids)
 
-    wait_until(all_done, what="every task completed by the rescuer", within=120, workers=workers)
+    poll_until(
+        all_done, what="every task completed by the rescuer", within=120, explain=workers.logs
+    )
     assert workers.stop(rescuer) == 0, workers.logs()
 
-    final = counts(store)
+    final = counts_by_status(store)
     assert final[S.WORKING] == final[S.PENDING] == final[S.ERROR] == 0
-    rows = {i: store.run(operations.get_task(i)) for i in ids}
+    rows = {i: read_task(store, i) for i in ids}
     assert all(row.status is S.COMPLETED for row in rows.values())
-    assert {i: rows[i].attempts for i in held} == dict.fromkeys(held, 2)
+    # The crash spent no attempt: each held task ran once more, as its first attempt.
+    assert {i: (rows[i].attempts, rows[i].rescues) for i in held} == dict.fromkeys(held, (1, 1))
     assert set(recorded(record)) == set(keys)
 
 
 @pytest.mark.slow
 def test_sigterm_lets_in_flight_tasks_finish_and_claims_no_more(
-    backend: Backend, store: Store, workers: Workers, tmp_path: Path
+    backend: Backend, store: TaskStore, workers: Workers, tmp_path: Path
 ) -> None:
     record = tmp_path / "runs.txt"
     ids = create_maintenance_tasks(
@@ -202,23 +187,23 @@ def test_sigterm_lets_in_flight_tasks_finish_and_claims_no_more(
 
     def busy() -> bool:
         workers.check_alive(proc)
-        return counts(store)[S.WORKING] == 4
+        return counts_by_status(store)[S.WORKING] == 4
 
-    wait_until(busy, what="4 tasks running", within=60, workers=workers)
-    in_flight = [i for i in ids if store.run(operations.get_task(i)).status is S.WORKING]
+    poll_until(busy, what="4 tasks running", within=60, explain=workers.logs)
+    in_flight = [i for i in ids if read_task(store, i).status is S.WORKING]
     assert workers.stop(proc, signal.SIGTERM) == 0, workers.logs()
 
-    statuses = {i: store.run(operations.get_task(i)).status for i in ids}
+    statuses = {i: read_task(store, i).status for i in ids}
     assert {statuses[i] for i in in_flight} == {S.COMPLETED}
     waiting = [i for i in ids if i not in in_flight]
     assert {statuses[i] for i in waiting} == {S.PENDING}
-    assert all(store.run(operations.get_task(i)).attempts == 0 for i in waiting)
+    assert all(read_task(store, i).attempts == 0 for i in waiting)
     assert sum(recorded(record).values()) == 4
 
 
 @pytest.mark.slow
 def test_sigterm_past_the_grace_period_hands_in_flight_tasks_back_pending(
-    backend: Backend, store: Store, workers: Workers
+    backend: Backend, store: TaskStore, workers: Workers
 ) -> None:
     ids = create_maintenance_tasks(
         [Sleep(seconds=600) for _ in range(3)],
@@ -229,13 +214,13 @@ def test_sigterm_past_the_grace_period_hands_in_flight_tasks_back_pending(
 
     def busy() -> bool:
         workers.check_alive(proc)
-        return counts(store)[S.WORKING] == 3
+        return counts_by_status(store)[S.WORKING] == 3
 
-    wait_until(busy, what="3 tasks running", within=60, workers=workers)
+    poll_until(busy, what="3 tasks running", within=60, explain=workers.logs)
     assert workers.stop(proc, signal.SIGTERM) == 0, workers.logs()
 
     for task_id in ids:
-        row = store.run(operations.get_task(task_id))
+        row = read_task(store, task_id)
         assert row.status is S.PENDING
         assert row.attempts == 0
         assert row.lease_token is None and row.finished_at is None
@@ -245,7 +230,7 @@ def test_sigterm_past_the_grace_period_hands_in_flight_tasks_back_pending(
 
 
 async def test_a_dropped_listen_connection_is_recovered(
-    backend: Backend, adatabase: Database
+    backend: Backend, astore: TaskStore
 ) -> None:
     if not backend.is_postgres:
         pytest.skip("LISTEN/NOTIFY is PostgreSQL only")
@@ -254,73 +239,59 @@ async def test_a_dropped_listen_connection_is_recovered(
     worker = Worker(settings, concurrency=2)
     running = asyncio.create_task(worker.run())
 
-    async def until(check: Callable[[], Any], what: str, within: float) -> Any:
-        deadline = time.monotonic() + within
-        while not check():
-            if running.done():
-                running.result()
-                raise AssertionError(f"worker stopped while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {within:g}s: {what}")
-            await asyncio.sleep(0.02)
-
     try:
-        await until(lambda: worker.listening and worker.listener_pid, "listening", 30)
-        first_pid = worker.listener_pid
+        await wait_until(
+            lambda: worker.listening and worker.waker.listener_pid,
+            what="listening",
+            worker=running,
+        )
+        first_pid = worker.waker.listener_pid
         async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
             cur = await admin.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
             assert (await cur.fetchone()) == (True,)
 
-        await until(
-            lambda: worker.listening and worker.listener_pid not in (None, first_pid),
-            "listening again on a new connection",
-            30,
+        await wait_until(
+            lambda: worker.listening and worker.waker.listener_pid not in (None, first_pid),
+            what="listening again on a new connection",
+            worker=running,
         )
-        task = await acreate_maintenance_task(Echo(value=4), database=adatabase, settings=settings)
+        task = await acreate_maintenance_task(
+            Echo(value=4), database=astore.database, settings=settings
+        )
 
-        async def completed() -> bool:
-            row = await Store(adatabase).arun(operations.get_task(task.id))
-            return row.status is S.COMPLETED
-
-        deadline = time.monotonic() + 5
-        while not await completed():
-            assert time.monotonic() < deadline, "task not picked up: the worker is not woken"
-            assert not running.done()
-            await asyncio.sleep(0.02)
+        # Not picked up within 5 s: the worker was not woken (it polls every 30 s).
+        await wait_for_status(astore, task.id, S.COMPLETED, within=5, worker=running)
     finally:
         worker.request_stop()
         await asyncio.wait_for(running, 60)
 
 
 async def test_dropped_claim_and_finish_connections_are_replaced(
-    backend: Backend, adatabase: Database
+    backend: Backend, astore: TaskStore
 ) -> None:
     if not backend.is_postgres:
         pytest.skip("the dedicated claim and finish connections are PostgreSQL only")
-    from nightcrew.store.hotpath import PsycopgHotPath
-
     settings = backend.settings()
     worker = Worker(settings, concurrency=2)
-    assert isinstance(worker.hot, PsycopgHotPath)
+    hot = worker.store
+    assert isinstance(hot, PostgresStore)
     running = asyncio.create_task(worker.run())
 
     async def run_one(value: int) -> None:
         task = await acreate_maintenance_task(
-            Echo(value=value), database=adatabase, settings=settings
+            Echo(value=value), database=astore.database, settings=settings
         )
-        deadline = time.monotonic() + 30
-        while (await Store(adatabase).arun(operations.get_task(task.id))).status is not S.COMPLETED:
-            assert time.monotonic() < deadline, f"task {task.id} not completed"
-            assert not running.done(), "worker stopped"
-            await asyncio.sleep(0.02)
+        await wait_for_status(astore, task.id, S.COMPLETED, worker=running)
 
     try:
         await run_one(1)
-        deadline = time.monotonic() + 10
-        while set(worker.hot.backend_pids) != {"claim", "finish"}:
-            assert time.monotonic() < deadline, worker.hot.backend_pids
-            await asyncio.sleep(0.02)
-        killed = worker.hot.backend_pids
+        await wait_until(
+            lambda: {"claim", "finish"} <= set(hot.backend_pids),
+            what="claim and finish connections open",
+            within=10,
+            worker=running,
+        )
+        killed = {role: hot.backend_pids[role] for role in ("claim", "finish")}
         async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
             for pid in killed.values():
                 cur = await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -329,7 +300,8 @@ async def test_dropped_claim_and_finish_connections_are_replaced(
         await run_one(2)
         await run_one(3)
 
-        assert not set(worker.hot.backend_pids.values()) & set(killed.values())
+        replaced = {role: hot.backend_pids.get(role) for role in killed}
+        assert not set(replaced.values()) & set(killed.values()), (killed, replaced)
     finally:
         worker.request_stop()
         await asyncio.wait_for(running, 60)
