@@ -112,13 +112,11 @@ def bulk_enqueue(
 ) -> None:
     from nightcrew_processors import Noop
 
-    from nightcrew import create_maintenance_tasks
+    from nightcrew import Nightcrew, create_maintenance_tasks
 
-    s = make_settings(params, settings)
-    for start in range(0, n, chunk):
-        create_maintenance_tasks(
-            [Noop()] * min(chunk, n - start), database=s.database_url, settings=s
-        )
+    with Nightcrew(make_settings(params, settings)) as app:
+        for start in range(0, n, chunk):
+            create_maintenance_tasks([Noop()] * min(chunk, n - start), database=app)
 
 
 def sql(params: dict[str, Any], query: str) -> Any:
@@ -154,6 +152,7 @@ def scenario_enqueue(params: dict[str, Any], settings: dict[str, Any]) -> dict[s
     from nightcrew_processors import Noop
 
     from nightcrew import (
+        Nightcrew,
         acreate_maintenance_task,
         acreate_maintenance_tasks,
         create_maintenance_task,
@@ -162,33 +161,35 @@ def scenario_enqueue(params: dict[str, Any], settings: dict[str, Any]) -> dict[s
 
     install(params)
     bulk, single = params["bulk"], params["single"]
-    s = make_settings(params, settings)
-    url = s.database_url
+    # One app for the run, as an application keeps one: its engines and pools are reused.
+    app = Nightcrew(make_settings(params, settings))
 
     if settings["enqueue_api"] == "async":
 
         async def main() -> tuple[float, float]:
-            await acreate_maintenance_task(Noop(), database=url, settings=s)  # warm
+            await acreate_maintenance_task(Noop(), database=app)  # warm
             t = time.perf_counter()
-            ids = await acreate_maintenance_tasks([Noop()] * bulk, database=url, settings=s)
+            ids = await acreate_maintenance_tasks([Noop()] * bulk, database=app)
             bulk_s = time.perf_counter() - t
             assert len(ids) == bulk
             t = time.perf_counter()
             for _ in range(single):
-                await acreate_maintenance_task(Noop(), database=url, settings=s)
+                await acreate_maintenance_task(Noop(), database=app)
             return bulk_s, time.perf_counter() - t
 
         bulk_s, single_s = run_async(main(), settings)
+        run_async(app.aclose(), settings)
     else:
-        create_maintenance_task(Noop(), database=url, settings=s)  # warm the engine's pool
+        create_maintenance_task(Noop(), database=app)  # warm the engine's pool
         t = time.perf_counter()
-        ids = create_maintenance_tasks([Noop()] * bulk, database=url, settings=s)
+        ids = create_maintenance_tasks([Noop()] * bulk, database=app)
         bulk_s = time.perf_counter() - t
         assert len(ids) == bulk
         t = time.perf_counter()
         for _ in range(single):
-            create_maintenance_task(Noop(), database=url, settings=s)
+            create_maintenance_task(Noop(), database=app)
         single_s = time.perf_counter() - t
+        app.close()
     rows = bl.sql_scalar(DB, "SELECT count(*) FROM maintenance_tasks")
     return {
         "bulk_tps": round(bulk / bulk_s, 1),
@@ -314,11 +315,12 @@ def scenario_memory(params: dict[str, Any], settings: dict[str, Any]) -> dict[st
 def scenario_latency(params: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     from nightcrew_processors import Probe
 
-    from nightcrew import acreate_maintenance_task, create_maintenance_task
+    from nightcrew import Nightcrew, acreate_maintenance_task, create_maintenance_task
 
     install(params)
     n, interval, warm = params["n"], params["interval"], params["warmup"]
     s = make_settings(params, settings)
+    app = Nightcrew(s)  # one app for the run, as an application keeps one
     children = _spawn("worker-latency", params, settings, 1)
     children.wait_ready()
     children.go()
@@ -334,22 +336,20 @@ def scenario_latency(params: dict[str, Any], settings: dict[str, Any]) -> dict[s
                 if i == warm:
                     await asyncio.sleep(params["settle"])
                 t0 = time.time()
-                await acreate_maintenance_task(
-                    Probe(t0=t0, warm=i < warm), database=s.database_url, settings=s
-                )
+                await acreate_maintenance_task(Probe(t0=t0, warm=i < warm), database=app)
                 await asyncio.sleep(pace(t0))
 
         run_async(main(), settings)
+        run_async(app.aclose(), settings)
     else:
         time.sleep(params["settle"])
         for i in range(warm + n):
             if i == warm:
                 time.sleep(params["settle"])
             t0 = time.time()
-            create_maintenance_task(
-                Probe(t0=t0, warm=i < warm), database=s.database_url, settings=s
-            )
+            create_maintenance_task(Probe(t0=t0, warm=i < warm), database=app)
             time.sleep(pace(t0))
+        app.close()
     (child,) = children.results(timeout=120)
     metrics = bl.latency_summary([start - t0 for t0, start in child["records"]])
     metrics["verified"] = metrics["samples"] == n
