@@ -23,7 +23,7 @@ from nightcrew.errors import InvalidTaskOptions
 from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, utcnow
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader, loader_for
 from nightcrew.settings import Settings
-from nightcrew.store import Database, ops
+from nightcrew.store import Database, bulk, ops
 from nightcrew.store.base import AsyncTarget, SyncTarget, arun_in, run_in
 from nightcrew.values import TaskView
 
@@ -124,6 +124,7 @@ def build_rows(
         "waiting_on": 0,
         "created_at": now,
         "updated_at": now,
+        **bulk.OPTIONAL,
     }
     per_class: dict[type[MaintenanceTaskProcessor], dict[str, Any]] = {}
     rows = []

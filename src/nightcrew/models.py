@@ -16,16 +16,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
+    false,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
@@ -211,6 +215,14 @@ class MaintenanceTask(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=utc_now_default()
     )
+    #: The schedule that made this task and the tick it stands for (unique together).
+    schedule_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The pipeline this task is a step of, its step name, and how its failure counts.
+    pipeline_id: Mapped[int | None] = mapped_column(BigID, nullable=True)
+    step_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    critical: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    run_anyway: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
@@ -264,6 +276,29 @@ class MaintenanceTask(Base):
             postgresql_where=text(f"unique_key IS NOT NULL AND status IN ({_OPEN_SQL})"),
             sqlite_where=text(f"unique_key IS NOT NULL AND status IN ({_OPEN_SQL})"),
         ),
+        # One task per tick of a schedule, whatever the workers, restores or clocks do.
+        Index(
+            "uq_maintenance_tasks_schedule_tick",
+            "schedule_name",
+            "scheduled_for",
+            unique=True,
+            postgresql_where=text("schedule_name IS NOT NULL"),
+            sqlite_where=text("schedule_name IS NOT NULL"),
+        ),
+        # A schedule's open tasks (its max_instances check).
+        Index(
+            "ix_maintenance_tasks_schedule_open",
+            "schedule_name",
+            postgresql_where=text(f"schedule_name IS NOT NULL AND status IN ({_OPEN_SQL})"),
+            sqlite_where=text(f"schedule_name IS NOT NULL AND status IN ({_OPEN_SQL})"),
+        ),
+        # A pipeline's steps.
+        Index(
+            "ix_maintenance_tasks_pipeline",
+            "pipeline_id",
+            postgresql_where=text("pipeline_id IS NOT NULL"),
+            sqlite_where=text("pipeline_id IS NOT NULL"),
+        ),
     )
 
     @classmethod
@@ -307,3 +342,198 @@ _COLUMN_NAMES = frozenset(MaintenanceTask.__table__.columns.keys())
 def _configure_mappers() -> None:
     """Instrumentation is set up on the ORM's first use; objects made by hand need it too."""
     MaintenanceTask.registry.configure()
+
+
+# ---------------------------------------------------------------- schedules
+
+
+class Schedule(Base):
+    """A durable schedule: a trigger (cron in a timezone, an interval, or one date) and the
+    task to enqueue at each tick. ``next_run_at`` is the tick due next (None: no more)."""
+
+    __tablename__ = "nightcrew_schedules"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    trigger_kind: Mapped[str] = mapped_column(String(8))
+    cron: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    every_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Where an interval counts from, so its ticks never drift.
+    anchor_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    processor_type: Mapped[str] = mapped_column(String(255))
+    processor_json: Mapped[str] = mapped_column(Text, default="{}")
+    #: Task options; None means the processor class's default.
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    #: "code" (declared in NIGHTCREW_SCHEDULES, kept in line by sync) or "runtime".
+    source: Mapped[str] = mapped_column(String(8), default="runtime", server_default="runtime")
+    misfire_grace_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    coalesce: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    max_instances: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    jitter_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_task_id: Mapped[int | None] = mapped_column(BigID, nullable=True)
+    misfires: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    skipped_instances: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_skip_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=utc_now_default()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=utc_now_default()
+    )
+
+    __table_args__ = (
+        CheckConstraint("trigger_kind IN ('cron', 'interval', 'date')", name="trigger_kind"),
+        CheckConstraint("source IN ('code', 'runtime')", name="source"),
+        CheckConstraint("max_instances >= 1", name="max_instances"),
+        # The ticker's one query when idle: the earliest tick of the enabled schedules.
+        Index(
+            "ix_nightcrew_schedules_due",
+            "next_run_at",
+            postgresql_where=text("enabled"),
+            sqlite_where=text("enabled"),
+        ),
+    )
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+class PipelineStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    WORKING = "WORKING"
+    COMPLETED = "COMPLETED"
+    PARTIAL_SUCCESS = "PARTIAL_SUCCESS"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+
+_PIPELINE_SQL = ", ".join(f"'{s.value}'" for s in PipelineStatus)
+_PIPELINE_OPEN_SQL = "'PENDING', 'WORKING'"
+
+
+class Pipeline(Base):
+    """A named group of tasks with dependencies; its counters move in the transactions of
+    the steps that change them, never by a sweep."""
+
+    __tablename__ = "nightcrew_pipelines"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    unique_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    #: Steps not yet in a final status.
+    steps_open: Mapped[int] = mapped_column(Integer, default=0)
+    critical_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    optional_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=utc_now_default()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=utc_now_default()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_PIPELINE_SQL})", name="status"),
+        CheckConstraint("steps_open >= 0", name="steps_open"),
+        Index(
+            "uq_nightcrew_pipelines_unique_key_open",
+            "unique_key",
+            unique=True,
+            postgresql_where=text(f"unique_key IS NOT NULL AND status IN ({_PIPELINE_OPEN_SQL})"),
+            sqlite_where=text(f"unique_key IS NOT NULL AND status IN ({_PIPELINE_OPEN_SQL})"),
+        ),
+        Index("ix_nightcrew_pipelines_status_updated", "status", "updated_at"),
+    )
+
+
+class TaskDependency(Base):
+    """``task_id`` waits for ``depends_on`` (keyed for finding a finished task's dependents)."""
+
+    __tablename__ = "nightcrew_task_dependencies"
+
+    depends_on: Mapped[int] = mapped_column(
+        BigID, ForeignKey("maintenance_tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[int] = mapped_column(
+        BigID, ForeignKey("maintenance_tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    __table_args__ = (Index("ix_nightcrew_task_dependencies_task_id", "task_id"),)
+
+
+# ---------------------------------------------------------------- admin API
+
+
+class ApiToken(Base):
+    """A bearer token of the admin API, stored only as its hash."""
+
+    __tablename__ = "nightcrew_api_tokens"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=utc_now_default()
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role"),)
+
+
+class AuditEntry(Base):
+    """One mutating call, API or CLI: who, what, on what, with which parameters, how it
+    ended. Append-only."""
+
+    __tablename__ = "nightcrew_audit_log"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('ok', 'refused', 'error')", name="outcome"),
+        Index("ix_nightcrew_audit_log_at", "at"),
+        Index("ix_nightcrew_audit_log_actor_at", "actor", "at"),
+    )
+
+
+# ---------------------------------------------------------------- workers
+
+
+class WorkerRecord(Base):
+    """A live worker, kept fresh by its lease keeper and removed on a clean exit."""
+
+    __tablename__ = "nightcrew_workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    queues: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    in_flight: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_nightcrew_workers_last_heartbeat_at", "last_heartbeat_at"),)

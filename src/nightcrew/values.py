@@ -150,6 +150,12 @@ class TaskView:
     created_at: datetime
     updated_at: datetime
     rescues: int = 0
+    schedule_name: str | None = None
+    scheduled_for: datetime | None = None
+    pipeline_id: int | None = None
+    step_name: str | None = None
+    critical: bool = True
+    run_anyway: bool = False
 
     @property
     def processor_name(self) -> str:
@@ -182,6 +188,12 @@ _NEW_TASK: dict[str, Any] = {
     "started_at": None,
     "finished_at": None,
     "rescues": 0,
+    "schedule_name": None,
+    "scheduled_for": None,
+    "pipeline_id": None,
+    "step_name": None,
+    "critical": True,
+    "run_anyway": False,
 }
 
 

@@ -49,8 +49,8 @@ from tests.processors import Echo
 ALL = [s.value for s in MaintenanceTaskStatus]
 OPEN = sorted(s.value for s in OPEN_STATUSES)
 FINAL = sorted(set(ALL) - set(OPEN))
-HEAD = "0002"
-CHAIN = ["origin", "0001", "0002"]
+HEAD = "0003"
+CHAIN = ["origin", "0001", "0002", "0003"]
 NOW_SQLITE = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 
 
@@ -214,6 +214,9 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
         "ix_maintenance_tasks_status_updated",
         "ix_maintenance_tasks_lease",
         "uq_maintenance_tasks_unique_key_open",
+        "uq_maintenance_tasks_schedule_tick",
+        "ix_maintenance_tasks_schedule_open",
+        "ix_maintenance_tasks_pipeline",
     } | ({"pk_maintenance_tasks"} if empty_backend.is_postgres else set())
     assert set(checks) == {
         "ck_maintenance_tasks_status",
@@ -244,6 +247,14 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
             "uq_maintenance_tasks_unique_key_open": "CREATE UNIQUE INDEX "
             "uq_maintenance_tasks_unique_key_open ON maintenance_tasks (unique_key) "
             f"WHERE unique_key IS NOT NULL AND status IN ({open_in})",
+            "uq_maintenance_tasks_schedule_tick": "CREATE UNIQUE INDEX "
+            "uq_maintenance_tasks_schedule_tick ON maintenance_tasks "
+            "(schedule_name, scheduled_for) WHERE schedule_name IS NOT NULL",
+            "ix_maintenance_tasks_schedule_open": "CREATE INDEX "
+            "ix_maintenance_tasks_schedule_open ON maintenance_tasks (schedule_name) "
+            f"WHERE schedule_name IS NOT NULL AND status IN ({open_in})",
+            "ix_maintenance_tasks_pipeline": "CREATE INDEX ix_maintenance_tasks_pipeline ON "
+            "maintenance_tasks (pipeline_id) WHERE pipeline_id IS NOT NULL",
         }
         assert checks == {
             "ck_maintenance_tasks_status": f"CHECK (status IN ({all_in}))",
@@ -309,6 +320,8 @@ def test_server_defaults_read_back(empty_backend: Backend) -> None:
         "waiting_on": "0",
         "created_at": now,
         "updated_at": now,
+        "critical": "true" if empty_backend.is_postgres else "1",
+        "run_anyway": "false" if empty_backend.is_postgres else "0",
     }
     if empty_backend.is_postgres:
         rows = sql(
@@ -392,6 +405,8 @@ def test_check_reports_a_missing_server_default(empty_backend: Backend) -> None:
         conn.exec_driver_sql(ddl.replace("waiting_on INTEGER DEFAULT 0 NOT NULL", plain))
         for index in table.indexes:
             index.create(conn)
+        others = [t for t in Base.metadata.sorted_tables if t is not table]
+        Base.metadata.create_all(conn, tables=others)
 
     found = [op for op in migrate.check(url) for op in (op if isinstance(op, list) else [op])]
 

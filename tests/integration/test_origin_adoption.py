@@ -48,7 +48,7 @@ from tests.origin_schema import (
     origin_row_inserts,
 )
 
-HEAD = "0002"
+HEAD = "0003"
 TOKYO = "Asia/Tokyo"
 T = cast(Table, MaintenanceTask.__table__)
 RAN = {"WORKING", "COMPLETED", "ERROR"}

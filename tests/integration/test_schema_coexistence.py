@@ -33,7 +33,7 @@ from tests.migration_helpers import (
 )
 from tests.origin_schema import PROCESSOR, app_alembic_ddl, nightcrew_01_ddl
 
-HEAD = "0002"
+HEAD = "0003"
 LEGACY = migrate.LEGACY_VERSION_TABLE
 APP_TABLES = [
     "CREATE TABLE app_users (id INTEGER PRIMARY KEY, email VARCHAR(255) NOT NULL)",

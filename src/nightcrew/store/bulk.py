@@ -39,6 +39,22 @@ COLUMNS: dict[str, str] = {
     "waiting_on": "integer",
     "created_at": "timestamptz",
     "updated_at": "timestamptz",
+    "schedule_name": "text",
+    "scheduled_for": "timestamptz",
+    "pipeline_id": "bigint",
+    "step_name": "text",
+    "critical": "boolean",
+    "run_anyway": "boolean",
+}
+
+#: What a row that does not name these columns stores in them.
+OPTIONAL: dict[str, Any] = {
+    "schedule_name": None,
+    "scheduled_for": None,
+    "pipeline_id": None,
+    "step_name": None,
+    "critical": True,
+    "run_anyway": False,
 }
 
 
