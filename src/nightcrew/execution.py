@@ -8,14 +8,16 @@ context and flushed by the worker in batches, and the outcome is returned as a v
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import json
 import logging
 import math
+import threading
 import time
 import traceback
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,6 +148,44 @@ def _error_of(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]
     return {"type": type(exc).__qualname__, "message": str(exc), "traceback": tb}
 
 
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the run was cancelled (timed out, or stopped) meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a daemon thread of its own, with the caller's context (so
+    ``report_progress`` works in a sync processor).
+
+    Python cannot stop a thread: a run given up on (timed out, cancelled, handed back at
+    shutdown) leaves its thread running until the function returns. A thread of its own
+    means such a thread never holds a slot of a shared pool (the loop's default executor
+    has only ``cpu count + 4`` threads), and a daemon one never keeps a stopping worker's
+    process alive once its tasks were handed back.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = context.run(fn, *args)
+        except BaseException as exc:
+            error = exc
+        # A closed loop (RuntimeError): nobody waits for this run any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+    threading.Thread(target=target, name="nightcrew-sync-task", daemon=True).start()
+    return await future
+
+
 @dataclass(frozen=True, slots=True)
 class TaskRunner:
     """Runs one claimed task at a time to its outcome, with one loader and one set of limits."""
@@ -191,11 +231,10 @@ class TaskRunner:
     ) -> Any:
         task = _task_object(claimed, utcnow())
         call = processor.__call__
-        # to_thread copies the context, so report_progress works in a sync processor too.
         is_async = self._is_async.get(type(processor))
         if is_async is None:
             is_async = self._is_async[type(processor)] = inspect.iscoroutinefunction(call)
-        coro = call(task) if is_async else asyncio.to_thread(call, task)
+        coro = call(task) if is_async else in_thread(call, task)
         if claimed.timeout is None:
             return await coro
         deadline = asyncio.timeout(claimed.timeout)
