@@ -4,6 +4,7 @@ and the stopped worker's late outcome is rejected and logged at WARNING."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -64,3 +65,50 @@ def test_a_second_sigterm_stops_at_once_and_hands_running_tasks_back(
             assert view.lease_token is None and view.lease_expires_at is None
             assert view.finished_at is None
         assert [r.ended for r in read_runs(log)] == [None, None]
+
+
+LATE = re.compile(r"WARNING .*task (\d+)\b.*(lease was lost|late outcome rejected)")
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_past_its_lease_loses_the_task_and_its_late_outcome_is_rejected(
+    backend: Backend, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    # A 2 s lease (default 30 s) keeps the stall, and so the test, short: the rescue and the
+    # fencing of the late outcome work the same at any lease.
+    env = fault_env(backend, NIGHTCREW_LEASE_SECONDS="2")
+    with app_for(backend) as app, processes(tmp_path) as procs:
+        (task_id,) = enqueue(app, [Logged(path=str(log), key="k", seconds=3)])
+        stalled = procs.worker(env, concurrency=1, name="worker-stalled")
+        wait_until(lambda: read_runs(log), what="the task running", within=60, procs=procs)
+        stalled.signal(signal.SIGSTOP)
+        stopped_at = time.time()
+
+        other = procs.worker(env, concurrency=1, name="worker-other")
+
+        def done_by_other() -> bool:
+            view = task(app, task_id)
+            return view.status is S.COMPLETED and (view.info or {}).get("pid") == other.pid
+
+        wait_until(done_by_other, what="the task run by the other worker", within=60, procs=procs)
+        done = task(app, task_id)
+        assert (done.attempts, done.rescues) == (1, 1)
+
+        stalled.signal(signal.SIGCONT)
+
+        def late_outcome_logged() -> bool:
+            return any(int(m[1]) == task_id for m in LATE.finditer(stalled.err()))
+
+        wait_until(late_outcome_logged, what="the late outcome logged", within=30, procs=procs)
+        assert procs.stop(stalled) == 0, procs.logs()
+        assert procs.stop(other) == 0, procs.logs()
+
+        after = task(app, task_id)
+        assert after.status is S.COMPLETED
+        assert after.info == {"key": "k", "pid": other.pid}
+        assert after.finished_at == done.finished_at and after.updated_at == done.updated_at
+
+    first, second = read_runs(log)
+    assert (first.pid, second.pid) == (stalled.pid, other.pid)
+    assert first.started < stopped_at < second.started and second.ended is not None

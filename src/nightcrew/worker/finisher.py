@@ -63,8 +63,16 @@ class Finisher:
             self._needed.set()
 
     def discard(self, task_id: int) -> None:
-        """Forget an outcome whose lease was taken away before it was written."""
-        self.pending.pop(task_id, None)
+        """Forget an outcome whose lease was taken away before it was written (a late
+        outcome is never dropped silently: a WARNING says which task and why)."""
+        outcome = self.pending.pop(task_id, None)
+        if outcome is not None:
+            log.warning(
+                "task %s: outcome of a run whose lease was lost is dropped (the task was "
+                "rescued for another run, or ended by an operator, before it was written)",
+                task_id,
+                extra={"task_id": task_id, "attempt": outcome.attempt},
+            )
 
     def leases(self) -> list[tuple[int, str]]:
         return [(o.task_id, o.claimed.lease_token) for o in self.pending.values()]
