@@ -311,3 +311,22 @@ class OriginUpgrade(MaintenanceTaskProcessor):
         with open(self.path, "a") as f:  # noqa: ASYNC230 - one short append, by design
             f.write(f"{self.user_ids[0]} {started:.6f} {time.time():.6f}\n")
         return {"upgraded": len(self.user_ids)}
+
+
+class CollectResults(MaintenanceTaskProcessor):
+    """A fan-in step: returns its dependencies' results, by step name."""
+
+    async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        from nightcrew import adependency_results
+
+        results = await adependency_results()
+        return {"results": results, "count": len(results)}
+
+
+class SyncCollectResults(MaintenanceTaskProcessor):
+    """`CollectResults` from a thread (a plain ``def``)."""
+
+    def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        from nightcrew import dependency_results
+
+        return {"results": dependency_results()}

@@ -29,12 +29,15 @@ from nightcrew.errors import (
 )
 from nightcrew.events import EventBus, EventKind, TaskEvent
 from nightcrew.execution import (
+    adependency_results,
     current_attempt,
     current_task_id,
+    dependency_results,
     is_cancel_requested,
     report_progress,
 )
-from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus
+from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, PipelineStatus
+from nightcrew.pipelines import Pipeline, PipelineError, Step
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
 from nightcrew.settings import Settings
 from nightcrew.store import Database
@@ -58,11 +61,15 @@ __all__ = [
     "Nightcrew",
     "NightcrewError",
     "PayloadTooLarge",
+    "Pipeline",
+    "PipelineError",
+    "PipelineStatus",
     "ProcessorLoader",
     "ProcessorNotAllowed",
     "RetryTask",
     "SchemaMissing",
     "Settings",
+    "Step",
     "TaskEvent",
     "TaskNotFound",
     "TaskOptions",
@@ -72,10 +79,12 @@ __all__ = [
     "acreate_maintenance_task",
     "acreate_maintenance_tasks",
     "actions",
+    "adependency_results",
     "create_maintenance_task",
     "create_maintenance_tasks",
     "current_attempt",
     "current_task_id",
+    "dependency_results",
     "is_cancel_requested",
     "report_progress",
 ]

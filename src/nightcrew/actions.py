@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from nightcrew.app import Nightcrew
-from nightcrew.models import MaintenanceTaskStatus
-from nightcrew.store import ops
+from nightcrew.models import MaintenanceTaskStatus, PipelineStatus
+from nightcrew.store import ops, pipeline_ops
+from nightcrew.store.pipeline_ops import PipelineDetail, PipelineView
 from nightcrew.values import TaskFilter, TaskPage, TaskView
 
 #: The actor of actions taken from Python without saying who.
@@ -77,3 +78,37 @@ def retry(app: Nightcrew, task_id: int, *, actor: str = PYTHON_ACTOR) -> TaskVie
 def activate(app: Nightcrew, task_id: int, *, actor: str = PYTHON_ACTOR) -> TaskView:
     """INACTIVE (staged) to PENDING."""
     return app.store.run_as(actor, ops.activate, task_id)
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def list_pipelines(
+    app: Nightcrew,
+    *,
+    statuses: Iterable[PipelineStatus | str] = (),
+    before_id: int | None = None,
+    limit: int = 50,
+) -> tuple[list[PipelineView], int | None]:
+    """Pipelines newest first, and the cursor of the next page (None: the last)."""
+    wanted = [PipelineStatus(s) for s in statuses]
+    return app.store.run(pipeline_ops.list_pipelines, wanted, before_id, limit)
+
+
+def get_pipeline(app: Nightcrew, pipeline_id: int) -> PipelineDetail:
+    """A pipeline with its steps and edges; `PipelineNotFound` if there is none."""
+    return app.store.run(pipeline_ops.pipeline_detail, pipeline_id)
+
+
+def cancel_pipeline(app: Nightcrew, pipeline_id: int, *, actor: str = PYTHON_ACTOR) -> PipelineView:
+    """CANCELLED now: waiting steps are cancelled at once, running ones asked to stop."""
+    return app.store.run_as(actor, pipeline_ops.cancel_pipeline, pipeline_id)
+
+
+def retry_step(
+    app: Nightcrew, pipeline_id: int, step: str, *, actor: str = PYTHON_ACTOR
+) -> TaskView:
+    """Run a failed step again; the steps its failure cancelled are re-armed and the
+    pipeline reopens."""
+    task_id = app.store.run(pipeline_ops.step_id, pipeline_id, step)
+    return app.store.run_as(actor, ops.retry, task_id)

@@ -35,6 +35,10 @@ class TaskNotFound(NightcrewError):
     """No task has the given id."""
 
 
+class PipelineNotFound(NightcrewError):
+    """No pipeline has the given id."""
+
+
 class InvalidTransition(NightcrewError):
     """The task is not in a status from which the requested change is allowed."""
 
@@ -80,3 +84,24 @@ class ProcessorImportError(ProcessorNotAllowed):
 
 class FailTask(NightcrewError):
     """Raised by a processor to end ERROR at once, whatever attempts remain."""
+
+
+class InvalidTokenRequest(NightcrewError):
+    """An API token's name or role is not acceptable (empty, too long, an unknown role)."""
+
+
+class TokenNameTaken(NightcrewError):
+    """Another API token (active or revoked) already has this name: names stay unique so
+    the audit log's actors stay unambiguous."""
+
+
+class TokenNotFound(NightcrewError):
+    """No active API token has this name."""
+
+
+class ScheduleNotFound(NightcrewError):
+    """No schedule has the given name."""
+
+
+class ScheduleExists(NightcrewError):
+    """A schedule with this name exists already (names are unique; delete it first)."""

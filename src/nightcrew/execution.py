@@ -48,6 +48,8 @@ class RunContext:
     """
 
     claimed: ClaimedTask
+    #: Reads a task's dependencies' results (`dependency_results`); set by the worker.
+    results: Callable[[int], dict[str, Any]] | None = None
     started: float = field(default_factory=time.monotonic)
     progress: tuple[float, str | None] | None = None
     progress_dirty: bool = False
@@ -105,6 +107,28 @@ def is_cancel_requested() -> bool:
     their next ``await`` regardless.
     """
     return _context("is_cancel_requested").stop_reason is not None
+
+
+def dependency_results() -> dict[str, Any]:
+    """The results (``info``) of the running pipeline step's dependencies, by step name.
+
+    One indexed query; call it from a sync processor as it is, and from an async one as
+    ``await adependency_results()`` so the event loop is not held up by it.
+    """
+    ctx = _context("dependency_results")
+    if ctx.results is None:
+        raise NightcrewError("dependency_results() needs a worker that can read them")
+    if ctx.claimed.pipeline_id is None:
+        return {}
+    return ctx.results(ctx.task_id)
+
+
+async def adependency_results() -> dict[str, Any]:
+    """`dependency_results` for async processors (the query runs in a thread)."""
+    ctx = _context("adependency_results")
+    if ctx.claimed.pipeline_id is None:
+        return {}
+    return await asyncio.to_thread(dependency_results)
 
 
 def current_task_id() -> int:

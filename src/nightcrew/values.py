@@ -38,6 +38,9 @@ class ClaimedTask(NamedTuple):
     rescues: int
     #: The claim's own token: the fence every write about this run carries.
     lease_token: str
+    #: The pipeline this task is a step of (None: a plain task), and whether it is critical.
+    pipeline_id: int | None = None
+    critical: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +205,9 @@ class TaskFilter:
     """Which tasks a listing returns: newest first, ``limit`` per page, keyset on id.
 
     ``processor`` matches the full class path or, without a dot, the class name alone (what
-    ``tasks ls`` shows).
+    ``tasks ls`` shows). ``schedule_name`` and ``pipeline_id`` pick the tasks a schedule made
+    or a pipeline's steps; ``created_after`` (inclusive) and ``created_before`` (exclusive)
+    bound ``created_at``.
     """
 
     statuses: tuple[MaintenanceTaskStatus, ...] = ()
@@ -210,6 +215,10 @@ class TaskFilter:
     queue: str | None = None
     before_id: int | None = None
     limit: int = 50
+    schedule_name: str | None = None
+    pipeline_id: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +227,118 @@ class TaskPage:
 
     tasks: Sequence[TaskView]
     next_before_id: int | None
+
+
+# ---------------------------------------------------------------- admin API
+
+
+class Role(enum.StrEnum):
+    """What an API caller may do: viewer reads; operator also acts on tasks, schedules and
+    pipelines; admin also manages tokens. Each includes the ones below it."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def allows(self, needed: Role) -> bool:
+        """Whether this role may do what ``needed`` may."""
+        return self.rank >= needed.rank
+
+
+_ROLE_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    """An API token as stored: its name and role, never the token (only its hash is kept)."""
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+AuditOutcome = Literal["ok", "refused", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One row of the audit log: who (``actor``) did what (``action``) to what (``target``),
+    with which ``parameters`` (secrets redacted), how it ended, and from where (``client``,
+    the caller's address; None from the CLI or Python). ``id`` and ``at`` are set when the
+    row is written."""
+
+    actor: str
+    action: str
+    target: str | None
+    parameters: dict[str, Any] | None
+    outcome: AuditOutcome
+    detail: str | None = None
+    client: str | None = None
+    at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which audit rows a listing returns: newest first, keyset on id; ``after`` is
+    inclusive, ``before`` exclusive."""
+
+    actor: str | None = None
+    action: str | None = None
+    outcome: AuditOutcome | None = None
+    target: str | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+    before_id: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    records: Sequence[AuditRecord]
+    next_before_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCount:
+    """Tasks that finished in one minute (``minute`` is its start, UTC), per final status."""
+
+    minute: datetime
+    completed: int = 0
+    error: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """Counts per status, per queue and status, per processor and status; how long the
+    oldest due PENDING task has waited (None: none waits); finishes per minute over the last
+    hour (minutes without any are left out), all read at ``at``."""
+
+    at: datetime
+    by_status: dict[MaintenanceTaskStatus, int]
+    by_queue: dict[str, dict[MaintenanceTaskStatus, int]]
+    by_processor: dict[str, dict[MaintenanceTaskStatus, int]]
+    oldest_pending_seconds: float | None
+    finished_per_minute: Sequence[MinuteCount]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk action did: the ids it changed, those it found but could not change
+    (their status moved meanwhile), and whether more tasks match (run it again)."""
+
+    changed: Sequence[int]
+    skipped: Sequence[int]
+    more: bool

@@ -23,8 +23,9 @@ from nightcrew.cli import db  # isort: skip
 from nightcrew.cli import tasks  # isort: skip
 from nightcrew.cli import worker  # isort: skip
 from nightcrew.cli import demo  # isort: skip
+from nightcrew.cli import pipelines  # isort: skip
 
-COMMAND_MODULES = (db, tasks, worker, demo)
+COMMAND_MODULES = (db, tasks, worker, demo, pipelines)
 
 app = typer.Typer(
     name="nightcrew",

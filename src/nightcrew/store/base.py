@@ -33,6 +33,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from nightcrew.events import FINISH_KINDS, EventBus, EventKind, TaskEvent
 from nightcrew.models import MaintenanceTaskStatus, utcnow
+from nightcrew.store import pipeline_ops
 from nightcrew.store import statements as st
 from nightcrew.store.database import READ_ONLY, Database
 from nightcrew.store.failures import classify, driver_errors
@@ -46,7 +47,6 @@ from nightcrew.store.plans import (
     is_one_statement,
     is_read_only,
 )
-from nightcrew.store.statements import stored_timestamp
 from nightcrew.values import (
     ClaimedTask,
     ClaimRequest,
@@ -214,6 +214,9 @@ class TaskStore(ABC):
         stmt = st.claim_statement(self.dialect, queue_count, bool(request.exclude), request.spaced)
         tasks = self._claimed(await self._rows("claim", stmt, self._bind(params)))
         tasks.sort(key=lambda t: (-t.priority, t.created_at, t.id))
+        pipelines = [t.pipeline_id for t in tasks if t.pipeline_id is not None]
+        if pipelines:  # right after the claim: a pipeline with a step started is WORKING
+            await self.arun(pipeline_ops.mark_working, pipelines)
         if tasks and self.events.wants(EventKind.STARTED):
             for t in tasks:
                 self.events.emit(
@@ -231,29 +234,24 @@ class TaskStore(ABC):
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Write outcomes in one statement; returns the ids written (rejected ones are
-        missing: their lease was lost) and announces each written one."""
+        missing: their lease was lost) and announces each written one.
+
+        Outcomes of pipeline steps are written in a transaction of their own that also
+        moves the steps' dependents and pipelines (`pipeline_ops.finish_steps`).
+        """
         now = utcnow()
         d = self.dialect
-        finished = stored_timestamp(d, now)
-        rows = [
-            {
-                "id": o.task_id,
-                "token": o.claimed.lease_token,
-                "status": o.status.value,
-                "info": o.info,
-                "error": o.error,
-                "start_at": stored_timestamp(d, o.start_at),
-                "finished_at": None if o.status == S.PENDING else finished,
-                "refund": 0 if o.attempt_counted else 1,
-                "progress": o.progress[0] if o.progress else None,
-                "message": o.progress[1] if o.progress else None,
-            }
-            for o in outcomes
-        ]
-        params = {"outcome": self._json(rows), "now": now}
-        written = [
-            row[0] for row in await self._rows("finish", st.finish_statement(d), self._bind(params))
-        ]
+        plain = [o for o in outcomes if o.claimed.pipeline_id is None]
+        steps = [o for o in outcomes if o.claimed.pipeline_id is not None]
+        written: list[int] = []
+        if plain:
+            params = {"outcome": self._json(st.outcome_rows(d, plain, now)), "now": now}
+            rows = await self._rows("finish", st.finish_statement(d), self._bind(params))
+            written += [row[0] for row in rows]
+        if steps:
+            payload = self._json(st.outcome_rows(d, steps, now))
+            with driver_errors():
+                written += await self.arun(pipeline_ops.finish_steps, payload, now, steps)
         self._announce_finishes(outcomes, written, now)
         return written
 
@@ -323,6 +321,10 @@ class TaskStore(ABC):
         }
         rows = await self._rows("upkeep", st.rescue_statement(self.dialect), self._bind(params))
         rescued = [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
+        ended = [(int(r[0]), S(r[1]), int(r[6]), bool(r[7])) for r in rows if r[6] is not None]
+        ended = [step for step in ended if step[1].is_final]
+        if ended:  # steps the rescue gave up on move their dependents and pipelines
+            await self.arun(pipeline_ops.settle, ended)
         if rows and self.events.wants(EventKind.RESCUED):
             for r in rows:
                 self.events.emit(

@@ -8,37 +8,21 @@ transaction. Each operation records the events of the transitions it makes on it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from nightcrew.errors import InvalidTransition, TaskNotFound
 from nightcrew.events import EventKind
 from nightcrew.models import MaintenanceTaskStatus
-from nightcrew.store import bulk
+from nightcrew.store import bulk, pipeline_ops
 from nightcrew.store import statements as st
 from nightcrew.store.plans import Plan, Tx, one_statement, reads
+from nightcrew.store.wakeups import earliest, notify_due
 from nightcrew.values import TaskFilter, TaskPage, TaskView
 
 S = MaintenanceTaskStatus
 
 #: The most rows one listing may return (the API and CLI bound page sizes by it).
 MAX_PAGE = 1000
-
-
-def _notify(tx: Tx, due: dict[str, datetime]) -> Plan[None]:
-    """Wake workers of each queue; the payload says when its earliest new task is due."""
-    if tx.dialect == "postgresql":
-        for queue, start_at in sorted(due.items()):
-            yield st.notify_task_statement(queue, start_at), None
-
-
-def _earliest(rows: Sequence[dict[str, Any]]) -> dict[str, datetime]:
-    due: dict[str, datetime] = {}
-    for row in rows:
-        queue, start_at = row["queue"], row["start_at"]
-        if queue not in due or start_at < due[queue]:
-            due[queue] = start_at
-    return due
 
 
 def insert_tasks(tx: Tx, rows: Sequence[dict[str, Any]]) -> Plan[list[int]]:
@@ -75,7 +59,7 @@ def insert_tasks(tx: Tx, rows: Sequence[dict[str, Any]]) -> Plan[list[int]]:
                 break
         else:  # pragma: no cover - needs ten lost races in a row
             raise InvalidTransition(f"unique key {key!r} kept changing hands")
-    yield from _notify(tx, _earliest([r for r in rows if r["status"] == S.PENDING]))
+    yield from notify_due(tx, earliest([r for r in rows if r["status"] == S.PENDING]))
     for i in created:
         row = rows[i]
         tx.emit(
@@ -160,7 +144,7 @@ def activate(tx: Tx, task_id: int) -> Plan[TaskView]:
     row = result.first()
     if row is None:
         raise InvalidTransition(f"task {task_id} changed status while being activated")
-    yield from _notify(tx, {row.queue: start_at})
+    yield from notify_due(tx, {row.queue: start_at})
     tx.emit(
         EventKind.ACTIVATED,
         task_id,
@@ -183,6 +167,9 @@ def cancel(tx: Tx, task_id: int) -> Plan[TaskView]:
             queue=row.queue,
             processor=row.processor_type,
         )
+        if row.pipeline_id is not None:  # its dependents and pipeline move with it
+            finished = [(task_id, S.CANCELLED, int(row.pipeline_id), bool(row.critical))]
+            yield from pipeline_ops.settle(tx, finished)
         return (yield from get_task(tx, task_id))
     current = yield from get_task(tx, task_id)
     if current.status != S.WORKING:
@@ -224,7 +211,12 @@ def retry(tx: Tx, task_id: int) -> Plan[TaskView]:
         raise InvalidTransition(
             f"task {task_id} is {current.status}, only ERROR or CANCELLED can be retried"
         )
-    yield from _notify(tx, {row.queue: tx.now})
+    if row.pipeline_id is not None:  # re-arm what its failure cancelled; reopen the pipeline
+        was_cancelled = current.status is S.CANCELLED
+        yield from pipeline_ops.reopen(
+            tx, int(row.pipeline_id), task_id, current.critical, was_cancelled
+        )
+    yield from notify_due(tx, {row.queue: tx.now})
     tx.emit(
         EventKind.RESET, task_id, status=S.PENDING, queue=row.queue, processor=row.processor_type
     )

@@ -103,6 +103,11 @@ class StaleConnection(Exception):
     server restarted while it sat idle): nothing ran, so the plan may run again."""
 
 
+def tuples(result: CursorResult[Any]) -> list[tuple[Any, ...]]:
+    """A result's rows as plain tuples (for unpacking, which typed rows make awkward)."""
+    return [tuple(row) for row in result.all()]
+
+
 def execute_plan(conn: Connection, plan: Plan[R]) -> R:
     try:
         stmt, params = next(plan)

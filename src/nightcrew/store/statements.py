@@ -13,6 +13,7 @@ constant text whatever their input: lists travel as one array (PostgreSQL) or on
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -53,7 +54,7 @@ from nightcrew.models import (
     UTCDateTime,
 )
 from nightcrew.store import notices
-from nightcrew.values import Dialect, TaskFilter
+from nightcrew.values import Dialect, Outcome, TaskFilter
 
 T = cast(Table, MaintenanceTask.__table__)
 S = MaintenanceTaskStatus
@@ -96,6 +97,8 @@ CLAIM_COLUMNS = (
     c.unique_key,
     c.rescues,
     c.lease_token,
+    c.pipeline_id,
+    c.critical,
 )
 
 #: The partial indexes over claimable rows, in claim order (with a leading queue, and not).
@@ -214,6 +217,14 @@ def list_statement(task_filter: TaskFilter, *, limit: int) -> Select[Any]:
             )
     if f.queue:
         stmt = stmt.where(c.queue == f.queue)
+    if f.schedule_name is not None:
+        stmt = stmt.where(c.schedule_name == f.schedule_name)
+    if f.pipeline_id is not None:
+        stmt = stmt.where(c.pipeline_id == f.pipeline_id)
+    if f.created_after is not None:
+        stmt = stmt.where(c.created_at >= f.created_after)
+    if f.created_before is not None:
+        stmt = stmt.where(c.created_at < f.created_before)
     if f.before_id is not None:
         stmt = stmt.where(c.id < f.before_id)
     return stmt
@@ -251,7 +262,7 @@ def cancel_open_statement(task_id: int, now: datetime) -> Update:
             cancel_requested_at=now,
             info=func.coalesce(c.info, literal({"cancelled": True}, JSONType)),
         )
-        .returning(c.id, c.queue, c.processor_type)
+        .returning(c.id, c.queue, c.processor_type, c.pipeline_id, c.critical)
     )
 
 
@@ -284,7 +295,7 @@ def retry_statement(task_id: int, now: datetime) -> Update:
             progress_message=None,
             updated_at=now,
         )
-        .returning(c.id, c.queue, c.processor_type)
+        .returning(c.id, c.queue, c.processor_type, c.pipeline_id)
     )
 
 
@@ -382,7 +393,7 @@ _OUTCOME_FIELDS: tuple[tuple[str, Any], ...] = (
 )
 
 
-def _json_rows(dialect: Dialect, name: str, names: tuple[tuple[str, Any], ...]) -> Any:
+def json_rows(dialect: Dialect, name: str, names: tuple[tuple[str, Any], ...]) -> Any:
     """Rows decoded from one JSON array parameter, as a FROM item named ``name``.
 
     One parameter keeps the statement's text constant whatever the batch size, so it is
@@ -419,7 +430,7 @@ def finish_statement(dialect: Dialect) -> Update:
     match and is not returned: the caller learns which finishes were rejected. The
     ``outcome`` parameter is a JSON array of objects with `_OUTCOME_FIELDS`.
     """
-    v = _json_rows(dialect, "outcome", _OUTCOME_FIELDS)
+    v = json_rows(dialect, "outcome", _OUTCOME_FIELDS)
     completed = v.c.status == _word(S.COMPLETED.value)
     return (
         update(T)
@@ -448,6 +459,26 @@ def finish_statement(dialect: Dialect) -> Update:
     )
 
 
+def outcome_rows(dialect: Dialect, outcomes: Sequence[Outcome], now: datetime) -> list[Any]:
+    """The ``outcome`` rows of `finish_statement`, one per outcome (the caller encodes them)."""
+    finished = stored_timestamp(dialect, now)
+    return [
+        {
+            "id": o.task_id,
+            "token": o.claimed.lease_token,
+            "status": o.status.value,
+            "info": o.info,
+            "error": o.error,
+            "start_at": stored_timestamp(dialect, o.start_at),
+            "finished_at": None if o.status == S.PENDING else finished,
+            "refund": 0 if o.attempt_counted else 1,
+            "progress": o.progress[0] if o.progress else None,
+            "message": o.progress[1] if o.progress else None,
+        }
+        for o in outcomes
+    ]
+
+
 _LEASE_FIELDS: tuple[tuple[str, Any], ...] = (("id", BigInteger), ("token", String))
 
 
@@ -459,7 +490,7 @@ def heartbeat_statement(dialect: Dialect) -> Update:
     whether a cancel was requested; an id missing from the result has been taken away
     (rescued, or finished by an operator).
     """
-    v = _json_rows(dialect, "lease", _LEASE_FIELDS)
+    v = json_rows(dialect, "lease", _LEASE_FIELDS)
     return (
         update(T)
         .where(c.id == v.c.id, _working(), c.lease_token == v.c.token)
@@ -477,7 +508,7 @@ def heartbeat_statement(dialect: Dialect) -> Update:
 @functools.cache
 def cancel_requested_statement(dialect: Dialect) -> Select[Any]:
     """Which of a worker's leases carry a cancel request (SQLite has no NOTIFY to say so)."""
-    v = _json_rows(dialect, "lease", _LEASE_FIELDS)
+    v = json_rows(dialect, "lease", _LEASE_FIELDS)
     return (
         select(c.id)
         .select_from(T)
@@ -569,7 +600,16 @@ def rescue_statement(dialect: Dialect) -> Update:
             lease_expires_at=None,
             updated_at=now,
         )
-        .returning(c.id, c.status, c.queue, c.processor_type, c.attempts, c.rescues)
+        .returning(
+            c.id,
+            c.status,
+            c.queue,
+            c.processor_type,
+            c.attempts,
+            c.rescues,
+            c.pipeline_id,
+            c.critical,
+        )
     )
 
 
@@ -584,7 +624,7 @@ _PROGRESS_FIELDS: tuple[tuple[str, Any], ...] = (
 @functools.cache
 def progress_statement(dialect: Dialect) -> Update:
     """Write the latest progress of many running tasks at once (a JSON array parameter)."""
-    v = _json_rows(dialect, "report", _PROGRESS_FIELDS)
+    v = json_rows(dialect, "report", _PROGRESS_FIELDS)
     return (
         update(T)
         .where(c.id == v.c.id, _working(), c.lease_token == v.c.token)

@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from nightcrew.errors import DatabaseError
 from nightcrew.execution import RunContext, TaskRunner
@@ -53,6 +55,8 @@ class Claimer:
         self.state = state
         self.runner = runner
         self.finisher = finisher
+        #: How a pipeline step reads its dependencies' results (`dependency_results`).
+        self.results: Callable[[int], dict[str, Any]] | None = None
         #: The spaced lane: whether its task runs, and when the next one may start.
         self._spaced_busy = False
         self._spaced_gate = 0.0
@@ -193,7 +197,7 @@ class Claimer:
             # lease, the task was rescued and is ours again): that run is not the task's.
             state.stop_run(claimed.id, StopReason.LEASE_LOST)
             state.running.pop(claimed.id, None)
-        ctx = RunContext(claimed)
+        ctx = RunContext(claimed, self.results)
         task = asyncio.create_task(self._execute(ctx))
         running = Running(ctx, task)
         task.add_done_callback(lambda t: self._cancelled_before_start(t, running))

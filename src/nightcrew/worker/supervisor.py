@@ -24,7 +24,7 @@ from nightcrew.errors import DatabaseError
 from nightcrew.execution import TaskRunner
 from nightcrew.models import MaintenanceTaskStatus
 from nightcrew.settings import Settings
-from nightcrew.store import Database, TaskStore, open_store
+from nightcrew.store import Database, TaskStore, open_store, pipeline_ops
 from nightcrew.values import Outcome, StopReason
 from nightcrew.worker.claimer import Claimer
 from nightcrew.worker.finisher import Finisher
@@ -86,6 +86,10 @@ class Worker:
         self.finisher = Finisher(self.store, self.state, self._on_written)
         self.waker = Waker(self.store, self.state)
         self.claimer = Claimer(self.store, self.state, runner, self.finisher)
+        app_store = self.app.store
+        self.claimer.results = lambda task_id: app_store.run(
+            pipeline_ops.dependency_results, task_id
+        )
         self.rescuer = Rescuer(self.store, self.state)
         self.services: list[Service] = [
             self.finisher,
@@ -218,7 +222,9 @@ class Worker:
 
     def _on_written(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
-            if outcome.status is S.PENDING:
+            if outcome.claimed.pipeline_id is not None and outcome.status.is_final:
+                self.state.wake.set()  # its dependents may be claimable now
+            elif outcome.status is S.PENDING:
                 if outcome.start_at is None:
                     self.state.wake.set()
                 else:
