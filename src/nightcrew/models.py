@@ -261,6 +261,9 @@ class MaintenanceTask(Base):
         ),
         # Listing by status and recency (CLI, API, upkeep's pruning).
         Index("ix_maintenance_tasks_status_updated", "status", "updated_at"),
+        # The admin API's and CLI's listings of one status, newest first (keyset on id):
+        # without it a listing of a rare status walks the whole table backwards.
+        Index("ix_maintenance_tasks_status_id", "status", "id"),
         # Lease rescue scans only in-flight rows.
         Index(
             "ix_maintenance_tasks_lease",
@@ -282,6 +285,14 @@ class MaintenanceTask(Base):
             "schedule_name",
             "scheduled_for",
             unique=True,
+            postgresql_where=text("schedule_name IS NOT NULL"),
+            sqlite_where=text("schedule_name IS NOT NULL"),
+        ),
+        # A schedule's tasks newest first (the admin API's listing by schedule).
+        Index(
+            "ix_maintenance_tasks_schedule_id",
+            "schedule_name",
+            "id",
             postgresql_where=text("schedule_name IS NOT NULL"),
             sqlite_where=text("schedule_name IS NOT NULL"),
         ),

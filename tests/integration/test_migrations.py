@@ -212,9 +212,11 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
         "ix_maintenance_tasks_claimable_any",
         "ix_maintenance_tasks_spaced",
         "ix_maintenance_tasks_status_updated",
+        "ix_maintenance_tasks_status_id",
         "ix_maintenance_tasks_lease",
         "uq_maintenance_tasks_unique_key_open",
         "uq_maintenance_tasks_schedule_tick",
+        "ix_maintenance_tasks_schedule_id",
         "ix_maintenance_tasks_schedule_open",
         "ix_maintenance_tasks_pipeline",
     } | ({"pk_maintenance_tasks"} if empty_backend.is_postgres else set())
@@ -242,6 +244,8 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
             "AND delay > 0",
             "ix_maintenance_tasks_status_updated": "CREATE INDEX "
             "ix_maintenance_tasks_status_updated ON maintenance_tasks (status, updated_at)",
+            "ix_maintenance_tasks_status_id": "CREATE INDEX "
+            "ix_maintenance_tasks_status_id ON maintenance_tasks (status, id)",
             "ix_maintenance_tasks_lease": "CREATE INDEX ix_maintenance_tasks_lease ON "
             "maintenance_tasks (lease_expires_at) WHERE status = 'WORKING'",
             "uq_maintenance_tasks_unique_key_open": "CREATE UNIQUE INDEX "
@@ -250,6 +254,9 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
             "uq_maintenance_tasks_schedule_tick": "CREATE UNIQUE INDEX "
             "uq_maintenance_tasks_schedule_tick ON maintenance_tasks "
             "(schedule_name, scheduled_for) WHERE schedule_name IS NOT NULL",
+            "ix_maintenance_tasks_schedule_id": "CREATE INDEX "
+            "ix_maintenance_tasks_schedule_id ON maintenance_tasks (schedule_name, id) "
+            "WHERE schedule_name IS NOT NULL",
             "ix_maintenance_tasks_schedule_open": "CREATE INDEX "
             "ix_maintenance_tasks_schedule_open ON maintenance_tasks (schedule_name) "
             f"WHERE schedule_name IS NOT NULL AND status IN ({open_in})",
@@ -288,6 +295,12 @@ def test_partial_indexes_and_checks_read_back(empty_backend: Backend) -> None:
 
     head, predicate = split("ix_maintenance_tasks_status_updated")
     assert head.endswith("(status, updated_at)") and predicate == ""
+
+    head, predicate = split("ix_maintenance_tasks_status_id")
+    assert head.endswith("(status, id)") and predicate == ""
+
+    head, predicate = split("ix_maintenance_tasks_schedule_id")
+    assert head.endswith("(schedule_name, id)") and "schedule_name IS NOT NULL" in predicate
 
     head, predicate = split("ix_maintenance_tasks_lease")
     assert head.endswith("(lease_expires_at)")

@@ -177,6 +177,10 @@ def create_0002_task_indexes() -> None:
 
 def create_task_indexes() -> None:
     """The task table's indexes this revision adds."""
+    op.create_index("ix_maintenance_tasks_status_id", TABLE, ["status", "id"])
+    _partial(
+        "ix_maintenance_tasks_schedule_id", ["schedule_name", "id"], "schedule_name IS NOT NULL"
+    )
     _partial(
         "uq_maintenance_tasks_schedule_tick",
         ["schedule_name", "scheduled_for"],
@@ -389,5 +393,7 @@ def downgrade() -> None:
     op.drop_index("ix_maintenance_tasks_pipeline", table_name=TABLE)
     op.drop_index("ix_maintenance_tasks_schedule_open", table_name=TABLE)
     op.drop_index("uq_maintenance_tasks_schedule_tick", table_name=TABLE)
+    op.drop_index("ix_maintenance_tasks_schedule_id", table_name=TABLE)
+    op.drop_index("ix_maintenance_tasks_status_id", table_name=TABLE)
     for column in reversed(_new_task_columns()):
         op.drop_column(TABLE, column.name)
