@@ -23,7 +23,8 @@ from rich.text import Text
 from nightcrew import actions
 from nightcrew.cli.common import cli_actor, console, format_time, open_app, say, state, warn
 from nightcrew.enqueue import create_maintenance_task
-from nightcrew.models import MaintenanceTaskStatus, utcnow
+from nightcrew.events import EventKind
+from nightcrew.models import MaintenanceTaskStatus
 from nightcrew.processors import unknown_fields
 from nightcrew.values import TaskView
 
@@ -202,8 +203,12 @@ def enqueue(
             "give --start-at or --start-in, not both", param_hint="'--start-in'"
         )
     config = read_config(config_json)
-    before = utcnow()
     with open_app(settings) as app:
+        # Whether this call made the task: only a created row is announced (after commit).
+        # Comparing times cannot tell: a concurrent caller may create the key's task after
+        # this one started.
+        created: set[int] = set()
+        app.events.subscribe(lambda e: created.add(e.task_id), [EventKind.CREATED])
         processor = app.loader.load(processor_path, config)
         extra = unknown_fields(processor)
         if extra:
@@ -224,7 +229,7 @@ def enqueue(
             inactive=inactive,
             database=app,
         )
-    if unique_key is not None and task.created_at < before:
+    if unique_key is not None and task.id not in created:
         say(
             f"task {task.id} ({task.status}) already holds unique key {unique_key!r}; "
             "nothing enqueued"
