@@ -36,7 +36,7 @@ from nightcrew.app import Nightcrew
 from nightcrew.cli.common import console, one_line, say, state
 from nightcrew.errors import ConfigurationError, NightcrewError
 from nightcrew.loop import run_loop
-from nightcrew.models import MaintenanceTaskStatus
+from nightcrew.models import Base, MaintenanceTaskStatus
 from nightcrew.settings import Settings
 from nightcrew.store import ops
 from nightcrew.values import TaskFilter
@@ -49,8 +49,11 @@ commands = typer.Typer()
 
 S = MaintenanceTaskStatus
 DEFAULT_DATABASE_URL = "sqlite:///./nightcrew-demo.db"
-#: Tables a demo database may hold; a file with any other table is not ours to delete.
-DEMO_TABLES = frozenset({"maintenance_tasks", "user_settings", "alembic_version"})
+#: Tables a demo database may hold (nightcrew's own, the demo's users, Alembic's version
+#: tables old and new); a file with any other table is not ours to delete.
+DEMO_TABLES = frozenset(
+    {*Base.metadata.tables, "user_settings", "nightcrew_alembic_version", "alembic_version"}
+)
 #: How often the progress bar re-reads the task counts (seconds).
 POLL_SECONDS = 0.1
 #: ERROR tasks listed one by one under the summary; the rest are counted.

@@ -97,6 +97,9 @@ class TaskStore(ABC):
         self.database = database
         self.events = events if events is not None else EventBus()
         self._compiled: dict[int, tuple[Executable, Compiled]] = {}
+        #: Pipelines this store already marked WORKING (one statement per pipeline, not
+        #: per claim of its steps); bounded, and only ever an optimization.
+        self._working_pipelines: set[int] = set()
 
     # ------------------------------------------------------------ operations
 
@@ -214,9 +217,13 @@ class TaskStore(ABC):
         stmt = st.claim_statement(self.dialect, queue_count, bool(request.exclude), request.spaced)
         tasks = self._claimed(await self._rows("claim", stmt, self._bind(params)))
         tasks.sort(key=lambda t: (-t.priority, t.created_at, t.id))
-        pipelines = [t.pipeline_id for t in tasks if t.pipeline_id is not None]
+        pipelines = {t.pipeline_id for t in tasks if t.pipeline_id is not None}
+        pipelines -= self._working_pipelines
         if pipelines:  # right after the claim: a pipeline with a step started is WORKING
-            await self.arun(pipeline_ops.mark_working, pipelines)
+            await self.arun(pipeline_ops.mark_working, sorted(pipelines))
+            if len(self._working_pipelines) > 10_000:
+                self._working_pipelines.clear()
+            self._working_pipelines |= pipelines
         if tasks and self.events.wants(EventKind.STARTED):
             for t in tasks:
                 self.events.emit(

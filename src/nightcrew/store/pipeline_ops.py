@@ -210,6 +210,12 @@ def _settle_round(
     """One step of the walk down the graph: the frontier's dependents either lose a
     dependency to wait for or, when one failed and they do not run anyway, are cancelled."""
     failed = {task_id for task_id, is_failed in frontier if is_failed}
+    if not failed:  # all succeeded: one statement counts them off their dependents
+        ids = [task_id for task_id, _ in frontier]
+        bound: Any = ids if tx.dialect == "postgresql" else _dumps(ids)
+        result = yield ps.release_dependents(tx.dialect), {"done": bound, "now": tx.now}
+        yield from _released(tx, tuples(result), state)
+        return []
     result = yield ps.waiting_dependents([task_id for task_id, _ in frontier]), None
     doomed: dict[int, int] = {}
     counts: Counter[int] = Counter()
@@ -242,13 +248,18 @@ def _settle_round(
     if release:
         steps = [{"id": k, "n": n} for k, n in sorted(release.items())]
         result = yield ps.release_steps(tx.dialect), {"steps": _dumps(steps), "now": tx.now}
-        due: dict[str, datetime] = {}
-        for task_id, waiting_on, status, queue in tuples(result):
-            if int(waiting_on) == 0 and S(status) is S.PENDING:
-                state.released.append(int(task_id))
-                due[str(queue)] = tx.now
-        yield from notify_due(tx, due)
+        yield from _released(tx, tuples(result), state)
     return next_frontier
+
+
+def _released(tx: Tx, rows: list[tuple[Any, ...]], state: _Settling) -> Plan[None]:
+    """Steps whose counter just moved: those at 0 (and PENDING) are claimable; wake them."""
+    due: dict[str, datetime] = {}
+    for task_id, waiting_on, status, queue in rows:
+        if int(waiting_on) == 0 and S(status) is S.PENDING:
+            state.released.append(int(task_id))
+            due[str(queue)] = tx.now
+    yield from notify_due(tx, due)
 
 
 def mark_working(tx: Tx, pipeline_ids: Sequence[int]) -> Plan[None]:

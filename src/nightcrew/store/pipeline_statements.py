@@ -23,6 +23,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     case,
+    func,
     insert,
     literal_column,
     select,
@@ -38,7 +39,7 @@ from nightcrew.models import (
     TaskDependency,
     UTCDateTime,
 )
-from nightcrew.store.statements import json_rows
+from nightcrew.store.statements import in_list, json_rows
 from nightcrew.values import Dialect
 
 T = cast(Table, MaintenanceTask.__table__)
@@ -140,6 +141,27 @@ def waiting_dependents(task_ids: list[int]) -> Select[Any]:
         select(d.task_id, d.depends_on, c.run_anyway)
         .join(T, c.id == d.task_id)
         .where(d.depends_on.in_(task_ids), _not_started())
+    )
+
+
+@functools.cache
+def release_dependents(dialect: Dialect) -> Update:
+    """Count finished dependencies (``done``: their ids, as `statements.in_list` binds a
+    list) off their not-yet-started dependents, in one statement: the path when none of
+    the finished steps failed."""
+    counts = (
+        select(d.task_id.label("task_id"), func.count().label("n"))
+        .where(in_list(d.depends_on, "done", dialect, BigInteger))
+        .group_by(d.task_id)
+        .subquery("finished")
+    )
+    return (
+        update(T)
+        .where(c.id == counts.c.task_id, _not_started())
+        .values(
+            waiting_on=c.waiting_on - counts.c.n, updated_at=bindparam("now", type_=UTCDateTime)
+        )
+        .returning(c.id, c.waiting_on, c.status, c.queue)
     )
 
 
