@@ -43,6 +43,7 @@ from nightcrew.errors import (
     TokenNameTaken,
     TokenNotFound,
 )
+from nightcrew.events import EventKind
 from nightcrew.models import MaintenanceTaskStatus, PipelineStatus
 from nightcrew.processors import unknown_fields
 from nightcrew.store import ops, pipeline_ops
@@ -256,6 +257,8 @@ class Enqueued:
     task: TaskView
     created: bool
     warnings: Sequence[str]
+    #: The undeclared keys themselves.
+    unknown_keys: Sequence[str] = ()
 
 
 def enqueue(
@@ -290,21 +293,22 @@ def enqueue(
             "ignored by the processor"
             for name in extra
         ]
-        now = datetime.now(UTC)
-        (row,) = build_rows([processor], options, app.loader, now)
+        (row,) = build_rows([processor], options, app.loader, datetime.now(UTC))
         insert = ops.insert_one if row["unique_key"] is None else ops.insert_keyed
 
-        def plan(tx: Tx) -> Plan[TaskView]:
+        def plan(tx: Tx) -> Plan[tuple[TaskView, bool]]:
             task = yield from insert(tx, row)
-            held = task.created_at < now  # the open task holding the unique key
-            detail = f"unique key held by task {task.id}: nothing created" if held else None
+            # Made by this call only if it announced the row: comparing times cannot tell,
+            # since a concurrent caller may create the key's task after this one started.
+            made = any(e.kind is EventKind.CREATED and e.task_id == task.id for e in tx.events)
+            detail = None if made else f"unique key held by task {task.id}: nothing created"
             yield from admin_ops.record_audit(
                 tx, replace(entry, target=f"task:{task.id}", detail=detail)
             )
-            return task
+            return task, made
 
-        task = app.store.run_as(actor, plan)
-    return Enqueued(task, task.created_at >= now, warnings)
+        task, made = app.store.run_as(actor, plan)
+    return Enqueued(task, made, warnings, extra)
 
 
 def _option_parameters(options: TaskOptions) -> dict[str, Any]:

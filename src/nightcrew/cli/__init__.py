@@ -24,8 +24,11 @@ from nightcrew.cli import tasks  # isort: skip
 from nightcrew.cli import worker  # isort: skip
 from nightcrew.cli import demo  # isort: skip
 from nightcrew.cli import pipelines  # isort: skip
+from nightcrew.cli import serve  # isort: skip
+from nightcrew.cli import tokens  # isort: skip
+from nightcrew.cli import audit  # isort: skip
 
-COMMAND_MODULES = (db, tasks, worker, demo, pipelines)
+COMMAND_MODULES = (db, tasks, worker, demo, pipelines, serve, tokens, audit)
 
 app = typer.Typer(
     name="nightcrew",

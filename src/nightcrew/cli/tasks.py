@@ -22,10 +22,8 @@ from rich.text import Text
 
 from nightcrew import actions
 from nightcrew.cli.common import cli_actor, console, format_time, open_app, say, state, warn
-from nightcrew.enqueue import create_maintenance_task
-from nightcrew.events import EventKind
+from nightcrew.enqueue import TaskOptions
 from nightcrew.models import MaintenanceTaskStatus
-from nightcrew.processors import unknown_fields
 from nightcrew.values import TaskView
 
 commands = typer.Typer()
@@ -203,33 +201,27 @@ def enqueue(
             "give --start-at or --start-in, not both", param_hint="'--start-in'"
         )
     config = read_config(config_json)
+    options = TaskOptions(
+        start_at=start_at,
+        start_in=start_in,
+        delay=delay,
+        priority=priority,
+        queue=queue,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        unique_key=unique_key,
+        inactive=inactive,
+    )
     with open_app(settings) as app:
-        # Whether this call made the task: only a created row is announced (after commit).
-        # Comparing times cannot tell: a concurrent caller may create the key's task after
-        # this one started.
-        created: set[int] = set()
-        app.events.subscribe(lambda e: created.add(e.task_id), [EventKind.CREATED])
-        processor = app.loader.load(processor_path, config)
-        extra = unknown_fields(processor)
-        if extra:
-            warn(
-                f"{processor_path} declares no field {', '.join(map(repr, extra))}: "
-                "kept in the configuration, ignored by the processor"
-            )
-        task = create_maintenance_task(
-            processor,
-            start_at,
-            start_in=start_in,
-            delay=delay,
-            priority=priority,
-            queue=queue,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            unique_key=unique_key,
-            inactive=inactive,
-            database=app,
+        # Through the operator action, so the audit log records the call (refusals too).
+        done = actions.enqueue(app, processor_path, config, options, actor=cli_actor())
+    if done.unknown_keys:
+        warn(
+            f"{processor_path} declares no field {', '.join(map(repr, done.unknown_keys))}: "
+            "kept in the configuration, ignored by the processor"
         )
-    if unique_key is not None and task.id not in created:
+    task = done.task
+    if unique_key is not None and not done.created:
         say(
             f"task {task.id} ({task.status}) already holds unique key {unique_key!r}; "
             "nothing enqueued"
