@@ -90,12 +90,16 @@ def report_progress(percent: float, message: str | None = None) -> _Done:
     in sync ones (they run in a thread that inherits the context). The worker writes the
     latest value at most every `PROGRESS_INTERVAL` seconds per task, so calling this in a
     tight loop costs nothing but an assignment.
+
+    The message keeps its first 1,000 characters, with any NUL replaced by U+FFFD: neither
+    database keeps one in a text value (PostgreSQL refuses it, SQLite cuts the text there).
     """
     ctx = _context("report_progress")
     pct = float(percent)
     if not 0.0 <= pct <= 100.0:
         raise ValueError(f"progress must be between 0 and 100, got {percent}")
-    ctx.progress = (pct, None if message is None else str(message)[:1000])
+    text = None if message is None else str(message)[:1000].replace("\x00", "\ufffd")
+    ctx.progress = (pct, text)
     ctx.progress_dirty = True
     return _DONE
 
