@@ -26,12 +26,10 @@ from nightcrew import (
     ProcessorLoader,
     actions,
 )
-from nightcrew.store import Database
-from nightcrew.values import TaskView
-from nightcrew.worker import Worker
-from nightcrew_examples import (
+from nightcrew.demo import (
     CURRENT_USER_SETTINGS_VERSION,
     CorruptSettings,
+    UpgradeSummary,
     UserVersionUpgradeProcessor,
     create_table,
     enqueue_upgrades,
@@ -39,6 +37,9 @@ from nightcrew_examples import (
     upgrade_settings,
     user_settings,
 )
+from nightcrew.store import Database
+from nightcrew.values import TaskView
+from nightcrew.worker import Worker
 from tests.conftest import TEST_MODULES, Backend
 
 S = MaintenanceTaskStatus
@@ -123,6 +124,14 @@ def check_outcome(
     assert counts[S.PENDING] == counts[S.WORKING] == 0, counts
     assert sum(counts.values()) == counts[S.COMPLETED] + counts[S.ERROR]
     covered: list[str] = []
+    summaries = [t for t in tasks if t.processor_type == UpgradeSummary.class_path()]
+    tasks = [t for t in tasks if t not in summaries]
+    # The fan-in step after the batches, when the demo ran them as a pipeline.
+    assert len(summaries) <= 1
+    for summary in summaries:
+        assert summary.status == S.COMPLETED
+        assert summary.info["batches"] == len(tasks)
+        assert summary.info["failed_batches"] == sum(t.status == S.ERROR for t in tasks)
     for task in tasks:
         assert task.processor_type == CLASS_PATH
         ids = json.loads(task.processor_json)["user_ids"]
@@ -153,6 +162,8 @@ def test_demo_upgrades_everyone_but_the_corrupt_users(tmp_path: Path) -> None:
     counts, broken = check_outcome(url, users=500, corrupt=3)
     # The seeding spreads corrupt users over distinct tasks: three ERROR tasks.
     assert counts[S.ERROR] == 3
+    assert "pipeline 1: PARTIAL_SUCCESS" in result.stdout
+    assert "summary step, from its dependencies' results:" in result.stdout
     out = result.stdout
     assert summary_number(out, "COMPLETED") == counts[S.COMPLETED] > 0
     assert summary_number(out, "ERROR") == counts[S.ERROR]
@@ -210,7 +221,7 @@ def test_processor_refuses_more_than_100_user_ids() -> None:
 
 def test_a_stored_task_with_101_user_ids_fails_to_load() -> None:
     """A row written by hand (or by an older version) is refused when a worker loads it."""
-    loader = ProcessorLoader(["nightcrew_examples"])
+    loader = ProcessorLoader(["nightcrew.demo"])
     payload = json.dumps({"user_ids": [f"u{i}" for i in range(101)]})
     with pytest.raises(InvalidProcessorConfig, match="at most 100 user ids per task"):
         loader.load(CLASS_PATH, payload)
@@ -238,7 +249,7 @@ async def test_enqueue_and_run_on_each_backend(backend: Backend) -> None:
     """The processor's SQL on PostgreSQL and SQLite: a worker in this process, no CLI."""
     create_table(backend.url)
     report = seed_users(backend.url, 250, corrupt=2, seed=3)
-    settings = backend.settings(processor_modules=[*TEST_MODULES, "nightcrew_examples"])
+    settings = backend.settings(processor_modules=[*TEST_MODULES, "nightcrew.demo"])
     task_ids = enqueue_upgrades(backend.url, settings=settings)
     assert len(task_ids) == -(-report.outdated // 100)
 

@@ -43,7 +43,7 @@ from nightcrew.values import TaskFilter
 from nightcrew.worker import Worker
 
 if TYPE_CHECKING:
-    from nightcrew_examples import SeedReport
+    from nightcrew.demo import SeedReport
 
 commands = typer.Typer()
 
@@ -77,7 +77,7 @@ def demo_settings(database_url: str, concurrency: int) -> Settings:
     }
     values.update(
         database_url=database_url,
-        processor_modules=["nightcrew_examples"],
+        processor_modules=["nightcrew.demo"],
         concurrency=concurrency,
         poll_interval=0.05,
         shutdown_grace_seconds=5.0,
@@ -232,7 +232,7 @@ class DemoSummary:
 def read_summary(settings: Settings) -> DemoSummary:
     import json
 
-    from nightcrew_examples import count_users_by_version
+    from nightcrew.demo import count_users_by_version
 
     with Nightcrew(settings) as app:
         counts = actions.count(app)
@@ -247,7 +247,7 @@ def read_summary(settings: Settings) -> DemoSummary:
 def print_summary(
     outcome: DemoSummary, report: SeedReport, *, elapsed: float, workers: int, concurrency: int
 ) -> None:
-    from nightcrew_examples import CURRENT_USER_SETTINGS_VERSION as CURRENT
+    from nightcrew.demo import CURRENT_USER_SETTINGS_VERSION as CURRENT
 
     current = sum(n for v, n in outcome.users_by_version.items() if v >= CURRENT)
     outdated = sum(n for v, n in outcome.users_by_version.items() if v < CURRENT)
@@ -288,6 +288,22 @@ def print_summary(
         more = outcome.counts[S.ERROR] - len(outcome.error_tasks)
         if more > 0:
             say(f"... and {more} more ERROR task(s)")
+
+
+def print_pipeline(settings: Settings, pipeline_id: int) -> None:
+    """The pipeline's status and what its fan-in step added up from the batches."""
+    with Nightcrew(settings) as app:
+        detail = actions.get_pipeline(app, pipeline_id)
+    summary = next((s for s in detail.steps if s.step_name == "summary"), None)
+    say(f"pipeline {pipeline_id}: {detail.pipeline.status.value}")
+    if summary is not None and summary.info:
+        info = summary.info
+        batches, failed = int(info.get("batches", 0)), int(info.get("failed_batches", 0))
+        say(
+            f"summary step, from its dependencies' results: {batches} batches, {failed} "
+            f"failed (their errors above); {info.get('upgraded')} users upgraded by the "
+            f"{batches - failed} completed ones"
+        )
 
 
 @commands.command("demo")
@@ -340,13 +356,7 @@ def demo(
     Exits 0 when the demo ran, ERROR tasks included (a few users have corrupt settings on
     purpose); non-zero only if the demo itself failed.
     """
-    try:
-        from nightcrew_examples import create_table, enqueue_upgrades, seed_users
-    except ImportError as exc:
-        raise DemoFailed(
-            f"the demo needs the nightcrew_examples package ({exc}); "
-            "install nightcrew from its repository: pip install -e ."
-        ) from None
+    from nightcrew.demo import create_table, enqueue_upgrade_pipeline, seed_users
     from nightcrew.migrate import upgrade
 
     # The global ``nightcrew --database-url`` counts as explicit too; the environment not.
@@ -365,16 +375,19 @@ def demo(
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    task_ids = enqueue_upgrades(database_url, settings=settings, simulated_ms_per_user=work_ms)
+    pipeline_id, steps = enqueue_upgrade_pipeline(
+        database_url, settings=settings, simulated_ms_per_user=work_ms
+    )
     say(
         f"database {path}: {report.total} users, {report.outdated} outdated, "
-        f"{len(report.corrupt_user_ids)} with corrupt settings; "
-        f"{len(task_ids)} upgrade tasks enqueued (up to 100 users each)"
+        f"{len(report.corrupt_user_ids)} with corrupt settings; pipeline {pipeline_id}: "
+        f"{steps - 1} upgrade tasks (up to 100 users each) and a summary step after them"
     )
 
-    elapsed = run_loop(run_workers(settings, workers, len(task_ids)), settings)
+    elapsed = run_loop(run_workers(settings, workers, steps), settings)
     outcome = read_summary(settings)
     print_summary(outcome, report, elapsed=elapsed, workers=workers, concurrency=concurrency)
+    print_pipeline(settings, pipeline_id)
     if outcome.unfinished:
         raise DemoFailed(
             f"{outcome.unfinished} task(s) still PENDING or WORKING after the workers stopped"

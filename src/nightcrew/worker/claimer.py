@@ -78,6 +78,9 @@ class Claimer:
             state.wake.clear()
             free = state.free_slots
             asked = got = 0
+            # Outcomes written after this point may make more work due (a retry, a pipeline
+            # step's dependents): draining stops only if none was written since.
+            written_before = self.finisher.processed
             if free >= self._threshold():
                 try:
                     asked, got = await self._claim_all(free)
@@ -96,7 +99,7 @@ class Claimer:
                             await self._stopped()
                     continue
             if until_idle and got == 0 and not state.running:
-                if self.finisher.pending:
+                if self.finisher.pending or self.finisher.processed != written_before:
                     await self.finisher.flush()  # a retry due now must be visible first
                     continue
                 wait = self._spaced_gate - time.monotonic()

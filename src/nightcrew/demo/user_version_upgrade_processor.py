@@ -18,12 +18,14 @@ from nightcrew import (
     FailTask,
     MaintenanceTask,
     MaintenanceTaskProcessor,
+    Pipeline,
     Settings,
     TaskOptions,
+    adependency_results,
     create_maintenance_tasks,
     report_progress,
 )
-from nightcrew_examples.user_settings import (
+from nightcrew.demo.user_settings import (
     CURRENT_USER_SETTINGS_VERSION,
     CorruptSettings,
     upgrade_settings,
@@ -178,7 +180,7 @@ def enqueue_upgrades(
 
     The users are read and the tasks inserted (one multi-row insert) in one transaction,
     so the tasks cover exactly the users that were outdated at that moment. ``settings``
-    supplies the processor allowlist, which must include ``nightcrew_examples``
+    supplies the processor allowlist, which must include ``nightcrew.demo``
     (default: the environment's ``NIGHTCREW_PROCESSOR_MODULES``).
     """
     if not 1 <= batch_size <= MAX_USERS_PER_TASK:
@@ -202,5 +204,70 @@ def enqueue_upgrades(
                 for i in range(0, len(outdated), batch_size)
             ]
             return create_maintenance_tasks(processors, options, session=conn, settings=settings)
+    finally:
+        database.dispose()
+
+
+class UpgradeSummary(MaintenanceTaskProcessor):
+    """The fan-in step after every upgrade batch: adds up their results.
+
+    It runs once all batches have finished, failed ones included (it is added with
+    ``run_anyway``), and reads them through `adependency_results`: a failed batch's result
+    is its error, counted as such.
+    """
+
+    async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        results = await adependency_results()
+        total = {"batches": len(results), "failed_batches": 0, "upgraded": 0, "skipped": 0}
+        for info in results.values():
+            info = info or {}
+            if "error" in info:
+                total["failed_batches"] += 1
+            total["upgraded"] += int(info.get("upgraded", 0))
+            total["skipped"] += int(info.get("skipped", 0))
+        return total
+
+
+def enqueue_upgrade_pipeline(
+    database_url: str,
+    *,
+    settings: Settings | None = None,
+    batch_size: int = MAX_USERS_PER_TASK,
+    simulated_ms_per_user: float = 0.0,
+) -> tuple[int, int]:
+    """`enqueue_upgrades` as a pipeline: one step per batch of outdated users, then an
+    `UpgradeSummary` step depending on all of them. Returns (pipeline id, step count).
+
+    The batches are not critical (a batch holding a corrupt user fails without failing the
+    upgrade: the pipeline then ends PARTIAL_SUCCESS); the summary runs anyway.
+    """
+    if not 1 <= batch_size <= MAX_USERS_PER_TASK:
+        raise ValueError(f"batch_size must be between 1 and {MAX_USERS_PER_TASK}")
+    database = Database(database_url)
+    try:
+        with database.sync_engine.begin() as conn:
+            outdated = list(
+                conn.execute(
+                    select(_users.user_id)
+                    .where(_users.user_version < CURRENT_USER_SETTINGS_VERSION)
+                    .order_by(_users.user_id)
+                ).scalars()
+            )
+            pipeline = Pipeline("user settings upgrade")
+            batches = [
+                pipeline.add(
+                    UserVersionUpgradeProcessor(
+                        user_ids=outdated[i : i + batch_size],
+                        database_url=database_url,
+                        simulated_ms_per_user=simulated_ms_per_user,
+                    ),
+                    name=f"batch-{i // batch_size + 1}",
+                    critical=False,
+                )
+                for i in range(0, len(outdated), batch_size)
+            ]
+            pipeline.add(UpgradeSummary(), name="summary", depends_on=batches, run_anyway=True)
+            pipeline_id = pipeline.enqueue(session=conn, settings=settings)
+            return pipeline_id, len(batches) + 1
     finally:
         database.dispose()

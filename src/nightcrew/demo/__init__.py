@@ -1,10 +1,12 @@
 """Worked examples for nightcrew: the origin's user-settings upgrade, end to end.
 
 ``nightcrew demo`` runs it on a fresh SQLite database; see ``examples/README.md``.
-Allow these processors with ``NIGHTCREW_PROCESSOR_MODULES=nightcrew_examples``.
+Allow these processors with ``NIGHTCREW_PROCESSOR_MODULES=nightcrew.demo``. Shipped inside
+the package (so ``nightcrew demo`` works wherever nightcrew is installed), never imported
+by nightcrew itself except by the demo command.
 """
 
-from nightcrew_examples.user_settings import (
+from nightcrew.demo.user_settings import (
     CURRENT_USER_SETTINGS_VERSION,
     CorruptSettings,
     SeedReport,
@@ -14,10 +16,12 @@ from nightcrew_examples.user_settings import (
     upgrade_settings,
     user_settings,
 )
-from nightcrew_examples.user_version_upgrade_processor import (
+from nightcrew.demo.user_version_upgrade_processor import (
     MAX_USERS_PER_TASK,
     UpgradeIncomplete,
+    UpgradeSummary,
     UserVersionUpgradeProcessor,
+    enqueue_upgrade_pipeline,
     enqueue_upgrades,
 )
 
@@ -27,9 +31,11 @@ __all__ = [
     "CorruptSettings",
     "SeedReport",
     "UpgradeIncomplete",
+    "UpgradeSummary",
     "UserVersionUpgradeProcessor",
     "count_users_by_version",
     "create_table",
+    "enqueue_upgrade_pipeline",
     "enqueue_upgrades",
     "seed_users",
     "upgrade_settings",
