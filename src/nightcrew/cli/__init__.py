@@ -7,6 +7,7 @@ line on stderr by `main`, in one place, so no command can leak a traceback for b
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated, NoReturn
@@ -27,8 +28,9 @@ from nightcrew.cli import pipelines  # isort: skip
 from nightcrew.cli import serve  # isort: skip
 from nightcrew.cli import tokens  # isort: skip
 from nightcrew.cli import audit  # isort: skip
+from nightcrew.cli import schedules  # isort: skip
 
-COMMAND_MODULES = (db, tasks, worker, demo, pipelines, serve, tokens, audit)
+COMMAND_MODULES = (db, tasks, worker, demo, pipelines, serve, tokens, audit, schedules)
 
 app = typer.Typer(
     name="nightcrew",
@@ -118,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     instead of being drawn as a multi-line panel.
     """
     code: int
+    # Processors are found by their module path: like uvicorn and celery, look in the
+    # directory the command runs from, so `myapp.maintenance` next to you just works.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         result = app(
             args=hoist_global_options(sys.argv[1:] if argv is None else argv),
