@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine.interfaces import Dialect as SADialect
 
 from nightcrew.store.base import TaskStore
+from nightcrew.store.failures import driver_errors
 from nightcrew.store.notices import CHANNEL, Notice, parse_payload
 from nightcrew.values import ClaimedTask, Dialect
 
@@ -120,26 +121,31 @@ class PostgresStore(TaskStore):
     ) -> None:
         """Hold a ``LISTEN`` connection and hand each notice for our schema to ``on_notice``.
 
-        Returns (rather than raising) only by raising the driver's error when the
-        connection is lost, so the caller decides how to reconnect; ``on_connected`` runs
-        after each successful ``LISTEN`` so the caller can catch up on anything missed.
+        Returns (rather than raising) only by raising `DatabaseError` (the driver's error
+        as its cause, described in one line like every store error) when the connection is
+        lost, so the caller decides how to reconnect; ``on_connected`` runs after each
+        successful ``LISTEN`` so the caller can catch up on anything missed.
         """
         import psycopg
 
-        conn = await psycopg.AsyncConnection.connect(
-            conninfo(self.database.url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
-        )
+        with driver_errors():
+            conn = await psycopg.AsyncConnection.connect(
+                conninfo(self.database.url),
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            )
         self._conns["listen"] = conn
         try:
-            cur = await conn.execute("SELECT current_schema()")
-            row = await cur.fetchone()
-            schema = row[0] if row else ""
-            await conn.execute(f"LISTEN {CHANNEL}")
-            on_connected(conn.info.backend_pid)
-            async for notify in conn.notifies():
-                notice = parse_payload(notify.payload, schema or "")
-                if notice is not None:
-                    on_notice(notice)
+            with driver_errors():
+                cur = await conn.execute("SELECT current_schema()")
+                row = await cur.fetchone()
+                schema = row[0] if row else ""
+                await conn.execute(f"LISTEN {CHANNEL}")
+                on_connected(conn.info.backend_pid)
+                async for notify in conn.notifies():
+                    notice = parse_payload(notify.payload, schema or "")
+                    if notice is not None:
+                        on_notice(notice)
         finally:
             self._conns.pop("listen", None)
             with contextlib.suppress(Exception):
