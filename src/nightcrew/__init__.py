@@ -36,9 +36,11 @@ from nightcrew.execution import (
     is_cancel_requested,
     report_progress,
 )
+from nightcrew.functions import processor
 from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, PipelineStatus
 from nightcrew.pipelines import Pipeline, PipelineError, Step
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
+from nightcrew.schedules.declare import Schedule
 from nightcrew.settings import Settings
 from nightcrew.store import Database
 from nightcrew.values import TaskPage, TaskView
@@ -67,6 +69,7 @@ __all__ = [
     "ProcessorLoader",
     "ProcessorNotAllowed",
     "RetryTask",
+    "Schedule",
     "SchemaMissing",
     "Settings",
     "Step",
@@ -86,5 +89,6 @@ __all__ = [
     "current_task_id",
     "dependency_results",
     "is_cancel_requested",
+    "processor",
     "report_progress",
 ]

@@ -24,14 +24,16 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import nightcrew.store.admin_ops as admin_ops
+import nightcrew.store.schedule_ops as schedule_ops
 from nightcrew.app import Nightcrew
 from nightcrew.catalog import ProcessorCatalog, discover
 from nightcrew.enqueue import TaskOptions, build_rows
 from nightcrew.errors import (
+    ConfigurationError,
     InvalidProcessorConfig,
     InvalidTaskOptions,
     InvalidTokenRequest,
@@ -39,13 +41,18 @@ from nightcrew.errors import (
     NightcrewError,
     PayloadTooLarge,
     ProcessorNotAllowed,
+    ScheduleExists,
+    ScheduleNotFound,
     TaskNotFound,
     TokenNameTaken,
     TokenNotFound,
 )
 from nightcrew.events import EventKind
 from nightcrew.models import MaintenanceTaskStatus, PipelineStatus
-from nightcrew.processors import unknown_fields
+from nightcrew.processors import MaintenanceTaskProcessor, unknown_fields
+from nightcrew.schedules.declare import Schedule, define
+from nightcrew.schedules.sync import declared_schedules
+from nightcrew.schedules.values import ScheduleView, SyncReport
 from nightcrew.store import ops, pipeline_ops
 from nightcrew.store.pipeline_ops import PipelineDetail, PipelineView
 from nightcrew.store.plans import Plan, Tx
@@ -516,3 +523,166 @@ def retry_step(
     pipeline reopens."""
     task_id = app.store.run(pipeline_ops.step_id, pipeline_id, step)
     return app.store.run_as(actor, ops.retry, task_id)
+
+
+# ---------------------------------------------------------------- schedules
+
+#: A schedule action refused for its input (an unknown or taken name, a bad trigger or
+#: option) is a refusal in the audit log too.
+REFUSALS = (*REFUSALS, ScheduleNotFound, ScheduleExists, ConfigurationError)
+
+
+def list_schedules(
+    app: Nightcrew, *, after: str | None = None, limit: int = schedule_ops.MAX_LIST
+) -> list[ScheduleView]:
+    """Schedules by name, each with the status of its last task."""
+    return app.store.run(schedule_ops.list_schedules, after=after, limit=limit)
+
+
+def get_schedule(app: Nightcrew, name: str) -> ScheduleView:
+    """One schedule; `nightcrew.errors.ScheduleNotFound` if there is none."""
+    return app.store.run(schedule_ops.get_schedule, name)
+
+
+def add_schedule(
+    app: Nightcrew,
+    name: str,
+    processor: MaintenanceTaskProcessor | str,
+    config: str | Mapping[str, Any] = "{}",
+    *,
+    cron: str | None = None,
+    timezone: str | None = None,
+    every: timedelta | str | float | None = None,
+    at: datetime | str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    misfire_grace: float | timedelta | str | None = None,
+    coalesce: bool = True,
+    max_instances: int = 1,
+    jitter: float = 0,
+    actor: str = PYTHON_ACTOR,
+    client: str | None = None,
+) -> ScheduleView:
+    """Add a schedule at run time (``source = runtime``: a sync from code never touches it).
+
+    ``processor`` is an instance, or a class path with its ``config`` (JSON text or a
+    mapping) checked against the allowlist and the processor's model. The trigger and
+    options are those of `nightcrew.Schedule`. A one-off whose date has passed is refused.
+    """
+    where = f"schedule:{name}"
+    parameters: dict[str, Any] = {
+        "processor": processor if isinstance(processor, str) else processor.class_path(),
+        "cron": cron,
+        "timezone": timezone,
+        "every": str(every) if every is not None else None,
+        "at": str(at) if at is not None else None,
+    }
+    entry = AuditRecord(actor, "schedule.add", where, redact(parameters), "ok", client=client)
+    with _refusal_recorded(app, entry):
+        if isinstance(processor, str):
+            text = config if isinstance(config, str) else json.dumps(dict(config))
+            processor = app.loader.load(processor, text)
+        schedule = Schedule(
+            name,
+            processor=processor,
+            cron=cron,
+            timezone=timezone,
+            every=every,
+            at=at,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            misfire_grace=misfire_grace,
+            coalesce=coalesce,
+            max_instances=max_instances,
+            jitter=jitter,
+        )
+        definition = define(schedule, app.loader, source="runtime")
+        if schedule_ops.one_off_in_past(definition, datetime.now(UTC)):
+            raise ConfigurationError(
+                f"schedule {name!r}: {definition.trigger.describe()} is in the past"
+            )
+    return run_audited(app, entry, lambda tx: schedule_ops.add_schedule(tx, definition))
+
+
+def _schedule_action(
+    app: Nightcrew, action: str, name: str, actor: str, client: str | None, op: Any
+) -> Any:
+    entry = AuditRecord(actor, action, f"schedule:{name}", None, "ok", client=client)
+    return run_audited(app, entry, op)
+
+
+def pause_schedule(
+    app: Nightcrew, name: str, *, actor: str = PYTHON_ACTOR, client: str | None = None
+) -> ScheduleView:
+    """Stop ticking until resumed (a code schedule stays paused across restarts)."""
+    view: ScheduleView = _schedule_action(
+        app, "schedule.pause", name, actor, client, lambda tx: schedule_ops.pause_schedule(tx, name)
+    )
+    return view
+
+
+def resume_schedule(
+    app: Nightcrew, name: str, *, actor: str = PYTHON_ACTOR, client: str | None = None
+) -> ScheduleView:
+    """Tick again from the next tick after now (ticks of the paused time are not caught up)."""
+    view: ScheduleView = _schedule_action(
+        app,
+        "schedule.resume",
+        name,
+        actor,
+        client,
+        lambda tx: schedule_ops.resume_schedule(tx, name),
+    )
+    return view
+
+
+def run_schedule_now(
+    app: Nightcrew, name: str, *, actor: str = PYTHON_ACTOR, client: str | None = None
+) -> TaskView:
+    """Enqueue the schedule's task now (``scheduled_for`` = now), leaving its next run."""
+    task: TaskView = _schedule_action(
+        app,
+        "schedule.run_now",
+        name,
+        actor,
+        client,
+        lambda tx: schedule_ops.run_schedule_now(tx, name),
+    )
+    return task
+
+
+def delete_schedule(
+    app: Nightcrew, name: str, *, actor: str = PYTHON_ACTOR, client: str | None = None
+) -> ScheduleView:
+    """Delete a schedule (its tasks stay); returns it as it was. A schedule declared in
+    code is created again by the next sync: remove it from code, or pause it, instead."""
+    view: ScheduleView = _schedule_action(
+        app,
+        "schedule.delete",
+        name,
+        actor,
+        client,
+        lambda tx: schedule_ops.delete_schedule(tx, name),
+    )
+    return view
+
+
+def sync_schedules(
+    app: Nightcrew, *, actor: str = PYTHON_ACTOR, client: str | None = None
+) -> SyncReport:
+    """Sync the schedules declared in code (``NIGHTCREW_SCHEDULES``) and the upkeep's, as a
+    worker does when it starts; the report says what was created, changed or retired."""
+    entry = AuditRecord(actor, "schedule.sync", None, None, "ok", client=client)
+    with _refusal_recorded(app, entry):
+        declared = declared_schedules(app.settings, app.loader)
+    return run_audited(
+        app,
+        entry,
+        lambda tx: schedule_ops.sync_schedules(
+            tx, declared.definitions, retire_user=declared.retire_user
+        ),
+    )

@@ -383,6 +383,10 @@ class Schedule(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     #: "code" (declared in NIGHTCREW_SCHEDULES, kept in line by sync) or "runtime".
     source: Mapped[str] = mapped_column(String(8), default="runtime", server_default="runtime")
+    #: A code schedule's declaration as last synced (a hash, with its ``enabled``): sync
+    #: rewrites the row only when the declaration changed, so an operator's pause holds
+    #: across worker restarts. None for runtime rows and for code rows no longer declared.
+    declared_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     misfire_grace_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     coalesce: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     max_instances: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))

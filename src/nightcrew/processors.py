@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 _CLASS_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
+#: Modules allowed whatever ``NIGHTCREW_PROCESSOR_MODULES`` says: nightcrew's own upkeep
+#: processors (pruning, stale-task cancelling) run on its default schedules in every
+#: install, and they are this package's code, not anything a row could point elsewhere.
+ALWAYS_ALLOWED_MODULES = ("nightcrew.upkeep",)
+
 
 class MaintenanceTaskProcessor(BaseModel, ABC):
     """Base of every processor: its fields are the task's configuration.
@@ -87,7 +92,8 @@ class ProcessorLoader:
         if not _CLASS_PATH.match(class_path):
             return False
         module = class_path.rpartition(".")[0]
-        return any(module == m or module.startswith(m + ".") for m in self.allowed_modules)
+        allowed = (*self.allowed_modules, *ALWAYS_ALLOWED_MODULES)
+        return any(module == m or module.startswith(m + ".") for m in allowed)
 
     def resolve(self, class_path: str) -> type[MaintenanceTaskProcessor]:
         """Return the processor class for ``class_path`` or raise `ProcessorNotAllowed`."""

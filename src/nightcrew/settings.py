@@ -36,6 +36,29 @@ class Settings(BaseSettings):
     stale_working_seconds: float = Field(default=3600.0, gt=0)
     #: The event loop of ``nightcrew worker`` / ``run``: uvloop when installed ("auto").
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: Schedules declared in code, ``module:ATTR`` naming a list of `nightcrew.Schedule`;
+    #: every worker syncs them by name when it starts (and ``nightcrew schedules sync``).
+    #: Unset: code schedules are left as they are (a worker of another app never disables
+    #: them); set it to an empty list to retire them all.
+    schedules: str | None = None
+    #: Upkeep (nightcrew's own maintenance), on schedules named ``nightcrew.*`` and synced
+    #: like code schedules. A cron of ``off`` turns one off (its row is disabled).
+    upkeep_prune_cron: str = "17 3 * * *"
+    upkeep_cancel_pending_cron: str = "*/5 * * * *"
+    upkeep_timezone: str = "UTC"
+    upkeep_queue: str = Field(default="default", min_length=1, max_length=64)
+    #: Finished tasks are deleted once their ``updated_at`` is this many days old; 0
+    #: keeps that status forever.
+    prune_completed_days: float = Field(default=30.0, ge=0)
+    prune_error_days: float = Field(default=90.0, ge=0)
+    prune_cancelled_days: float = Field(default=90.0, ge=0)
+    #: Rows deleted per transaction, and the pause between two such transactions, so a
+    #: prune never holds locks for long nor starves the workers.
+    prune_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    prune_pause_seconds: float = Field(default=0.05, ge=0, le=60)
+    #: PENDING tasks due for longer than this many minutes are cancelled; 0 (the default)
+    #: turns that off. Seed 002's MaintenanceService used 240.
+    cancel_pending_after_minutes: float = Field(default=0.0, ge=0)
 
     @field_validator("processor_modules", mode="before")
     @classmethod
@@ -51,6 +74,22 @@ class Settings(BaseSettings):
             if not all(part.isidentifier() for part in module.split(".")):
                 raise ValueError(f"not a module path: {module!r}")
         return value
+
+    @field_validator("schedules")
+    @classmethod
+    def _check_schedules(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        module, sep, attr = value.strip().partition(":")
+        if (
+            not sep
+            or not attr.isidentifier()
+            or not all(p.isidentifier() for p in module.split("."))
+        ):
+            raise ValueError(
+                f"expected module:ATTR (e.g. myapp.schedules:SCHEDULES), got {value!r}"
+            )
+        return value.strip()
 
     @property
     def heartbeat_interval(self) -> float:

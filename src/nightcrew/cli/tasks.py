@@ -301,7 +301,16 @@ def list_tasks(
     table.add_column("start UTC", no_wrap=True, min_width=14)
     table.add_column("updated UTC", no_wrap=True, min_width=14)
     table.add_column("done", justify="right", no_wrap=True, min_width=4)
+    # Tasks a schedule made: the schedule and the tick each stands for, where the terminal
+    # has room for them (100 columns); at 80 a caption points to `tasks show` and --json.
+    scheduled = any(row.schedule_name for row in rows) and console.width >= 100
+    if scheduled:
+        table.add_column("schedule", no_wrap=True, overflow="ellipsis", max_width=24)
+        table.add_column("tick UTC", no_wrap=True, min_width=14)
+    elif any(row.schedule_name for row in rows):
+        table.caption = "schedule and tick: tasks show ID, --json, or 100 columns"
     for row in rows:
+        extra = (Text(row.schedule_name or "-"), short_time(row.scheduled_for)) if scheduled else ()
         table.add_row(
             str(row.id),
             _status_text(row.status),
@@ -312,9 +321,12 @@ def list_tasks(
             short_time(row.start_at),
             short_time(row.updated_at),
             _progress(row.progress),
+            *extra,
         )
     if page.next_before_id is not None:
-        table.caption = f"next page: --before-id {page.next_before_id}"
+        table.caption = f"next page: --before-id {page.next_before_id}" + (
+            f"; {table.caption}" if table.caption else ""
+        )
     console.print(table)
 
 
@@ -421,6 +433,8 @@ def _fields(row: TaskView) -> list[tuple[str, Text | str]]:
         ("cancel_requested_at", format_time(row.cancel_requested_at)),
         ("lease_token", Text(row.lease_token or "-")),
         ("lease_expires_at", format_time(row.lease_expires_at)),
+        ("schedule_name", Text(row.schedule_name or "-")),
+        ("scheduled_for", format_time(row.scheduled_for)),
     ]
 
 

@@ -1,9 +1,16 @@
-"""Durable schedules (cron, interval, one-off): for now, the pure trigger arithmetic.
+"""Durable schedules (cron, interval, one-off).
 
-The ticker service, the schedules table and the sync from code build on these; see
-`nightcrew.schedules.triggers` for the rules (DST, drift, misfire, coalesce, jitter).
+- `nightcrew.schedules.triggers`: the pure trigger arithmetic (DST, drift, misfire,
+  coalesce, jitter);
+- `nightcrew.schedules.declare`: `Schedule`, a schedule declared in code;
+- `nightcrew.schedules.values`: the typed values the store and the CLI share;
+- `nightcrew.schedules.sync`: syncing declared schedules into the table.
+
+The ticker is a worker service (`nightcrew.worker.ticker`); every statement is in
+`nightcrew.store.schedule_statements` and `nightcrew.store.schedule_ops`.
 """
 
+from nightcrew.schedules.declare import Schedule
 from nightcrew.schedules.triggers import (
     MAX_TICKS_PER_PLAN,
     CronTrigger,
@@ -26,6 +33,7 @@ __all__ = [
     "CronTrigger",
     "DateTrigger",
     "IntervalTrigger",
+    "Schedule",
     "TickPlan",
     "Trigger",
     "apply_jitter",

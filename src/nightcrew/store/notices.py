@@ -1,6 +1,7 @@
 """PostgreSQL notifications: the channel, the payloads statements build, and their parsing.
 
-Enqueues, due-time changes and cancel requests wake workers through ``NOTIFY``. Payloads are
+Enqueues, due-time changes, cancel requests and schedule changes wake workers through
+``NOTIFY``. Payloads are
 JSON built in SQL so they name the sender's schema: every install in one database shares the
 channel, and a listener ignores the others' tasks and cancels. JSON keeps any queue name
 intact, colons and all.
@@ -53,6 +54,9 @@ def parse_payload(text: str, schema: str) -> Notice | None:
             return Notice("task", queue=str(data["q"]), due=None if due is None else float(due))
         if kind == "cancel":
             return Notice("cancel", task_id=int(data["id"]))
+        if kind == "schedule":  # a schedule was added or changed: tickers look again
+            due = data.get("d")
+            return Notice("schedule", due=None if due is None else float(due))
     except (ValueError, KeyError, TypeError):
         pass
     return None

@@ -33,6 +33,7 @@ from nightcrew.worker.progress import ProgressFlusher
 from nightcrew.worker.rescuer import Rescuer
 from nightcrew.worker.service import Service
 from nightcrew.worker.state import WorkerConfig, WorkerState
+from nightcrew.worker.ticker import Ticker
 from nightcrew.worker.waker import Waker
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class Worker:
             self.rescuer,
             self.waker,
             ProgressFlusher(self.store, self.state),
+            Ticker(self.app, self.store, self.state, self.waker),
         ]
         self._hurry = asyncio.Event()
         self._fatal: BaseException | None = None

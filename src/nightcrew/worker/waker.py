@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from nightcrew.store import TaskStore
 from nightcrew.store.notices import Notice
@@ -39,6 +40,8 @@ class Waker:
         self._connected = False
         self._timers: set[asyncio.TimerHandle] = set()
         self._stop = asyncio.Event()
+        #: Other services' interest in notices of other kinds (the ticker: "schedule").
+        self._listeners: dict[str, list[Callable[[Notice], None]]] = {}
 
     async def run(self) -> None:
         if not self.store.supports_listen:
@@ -92,6 +95,12 @@ class Waker:
         elif notice.kind == "cancel" and notice.task_id in self.state.running:
             assert notice.task_id is not None
             self.state.stop_run(notice.task_id, StopReason.CANCEL)
+        for listener in self._listeners.get(notice.kind, ()):
+            listener(notice)
+
+    def add_listener(self, kind: str, listener: Callable[[Notice], None]) -> None:
+        """Hand notices of ``kind`` to ``listener`` too (called on the loop, must be quick)."""
+        self._listeners.setdefault(kind, []).append(listener)
 
     def wake_at(self, epoch: float) -> None:
         """Wake the claimer when a task becomes due (a retry, or a notice of a future task)."""

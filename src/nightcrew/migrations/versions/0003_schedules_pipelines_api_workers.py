@@ -215,6 +215,7 @@ def create_other_tables() -> None:
         sa.Column("timeout", sa.Float(), nullable=True),
         sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column("source", sa.String(8), server_default="runtime", nullable=False),
+        sa.Column("declared_hash", sa.String(64), nullable=True),
         sa.Column("misfire_grace_seconds", sa.Float(), nullable=True),
         sa.Column("coalesce", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column("max_instances", sa.Integer(), server_default=sa.text("1"), nullable=False),

@@ -1,0 +1,58 @@
+"""The store's upkeep operations: one bounded batch each, in a transaction of its own.
+
+`nightcrew.upkeep.pruning` loops over them with pauses; keeping each batch its own short
+transaction (one statement: autocommit on PostgreSQL) is what lets a prune of a million
+rows run beside busy workers without holding their rows or the SQLite write lock for long.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from nightcrew.events import EventKind
+from nightcrew.models import MaintenanceTaskStatus
+from nightcrew.store import upkeep_statements as ust
+from nightcrew.store.plans import Plan, Tx, one_statement, reads
+
+S = MaintenanceTaskStatus
+
+
+@one_statement
+def prune_batch(tx: Tx, status: MaintenanceTaskStatus, cutoff: datetime, limit: int) -> Plan[int]:
+    """Delete up to ``limit`` tasks of a final ``status`` last changed before ``cutoff``;
+    how many were deleted (fewer than ``limit``: that status is done)."""
+    result = yield ust.prune_statement(tx.dialect, status), {"cutoff": cutoff, "limit": limit}
+    return max(0, int(result.rowcount))
+
+
+@reads
+def count_prunable(tx: Tx, status: MaintenanceTaskStatus, cutoff: datetime) -> Plan[int]:
+    """How many tasks of ``status`` a prune with ``cutoff`` would delete (at most)."""
+    result = yield ust.count_prunable_statement(tx.dialect, status), {"cutoff": cutoff}
+    return int(result.scalar_one())
+
+
+@one_statement
+def cancel_stale_batch(tx: Tx, cutoff: datetime, limit: int, minutes: float) -> Plan[list[int]]:
+    """Cancel up to ``limit`` PENDING tasks due (and unchanged) since before ``cutoff``;
+    their ids. Each is announced as CANCELLED."""
+    params = {
+        "cutoff": cutoff,
+        "now": tx.now,
+        "limit": limit,
+        "reason": ust.STALE_REASON.format(minutes=minutes),
+    }
+    result = yield ust.cancel_stale_statement(tx.dialect), params
+    ids = []
+    for row in result.all():
+        task_id, queue, processor_type = tuple(row)
+        ids.append(int(task_id))
+        tx.emit(
+            EventKind.CANCELLED,
+            int(task_id),
+            status=S.CANCELLED,
+            queue=str(queue),
+            processor=str(processor_type),
+            detail={"reason": "stale pending"},
+        )
+    return ids

@@ -1,0 +1,134 @@
+"""Pruning finished tasks and cancelling stale PENDING ones, in bounded batches.
+
+The functions take a `TaskStore` (so a benchmark, a test or a host application can run
+them on its own store) and loop over the store's one-batch operations with a pause between
+batches: each batch is one short statement, so the table is never locked for long and
+workers keep claiming and finishing in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from nightcrew.errors import NightcrewError
+from nightcrew.execution import current_task_id, report_progress
+from nightcrew.models import MaintenanceTaskStatus, utcnow
+from nightcrew.store import TaskStore, upkeep_ops
+
+S = MaintenanceTaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Days a finished task is kept after its last change, per status (0: forever)."""
+
+    completed_days: float = 30.0
+    error_days: float = 90.0
+    cancelled_days: float = 90.0
+
+    def by_status(self) -> dict[MaintenanceTaskStatus, float]:
+        return {
+            S.COMPLETED: self.completed_days,
+            S.ERROR: self.error_days,
+            S.CANCELLED: self.cancelled_days,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What a prune deleted, per status, in how many batches and seconds."""
+
+    deleted: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.deleted.values())
+
+    def as_info(self) -> dict[str, object]:
+        return {
+            "deleted": dict(self.deleted),
+            "total": self.total,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _in_task() -> bool:
+    """Whether we run inside a nightcrew task (progress can be reported)."""
+    try:
+        current_task_id()
+    except NightcrewError:
+        return False
+    return True
+
+
+async def prune_finished(
+    store: TaskStore,
+    retention: Retention,
+    *,
+    batch_size: int = 1000,
+    pause: float = 0.05,
+    now: datetime | None = None,
+) -> PruneReport:
+    """Delete finished tasks older than ``retention``, ``batch_size`` rows per transaction,
+    ``pause`` seconds between transactions; progress is reported when run as a task.
+
+    The cutoffs are fixed when it starts, so tasks finishing meanwhile are left for the
+    next run, and the loop ends.
+    """
+    started = time.monotonic()
+    clock = utcnow() if now is None else now
+    cutoffs = {
+        status: clock - timedelta(days=days)
+        for status, days in retention.by_status().items()
+        if days > 0
+    }
+    progress = _in_task()
+    total = 0
+    if progress:
+        for status, cutoff in cutoffs.items():
+            total += await store.arun(upkeep_ops.count_prunable, status, cutoff)
+    deleted: dict[str, int] = {}
+    batches = done = 0
+    for status, cutoff in cutoffs.items():
+        count = 0
+        while True:
+            n = await store.arun(upkeep_ops.prune_batch, status, cutoff, batch_size)
+            batches += 1
+            count += n
+            done += n
+            if progress and total:
+                await report_progress(min(100.0, 100.0 * done / total), f"{done} deleted")
+            if n < batch_size:
+                break
+            if pause > 0:
+                await asyncio.sleep(pause)
+        deleted[status.value] = count
+    return PruneReport(deleted, batches, time.monotonic() - started)
+
+
+async def cancel_stale_pending(
+    store: TaskStore,
+    minutes: float,
+    *,
+    batch_size: int = 1000,
+    pause: float = 0.05,
+    now: datetime | None = None,
+) -> list[int]:
+    """Cancel PENDING tasks due (and unchanged) for longer than ``minutes``; their ids."""
+    if minutes <= 0:
+        return []
+    cutoff = (utcnow() if now is None else now) - timedelta(minutes=minutes)
+    cancelled: list[int] = []
+    while True:
+        ids = await store.arun(upkeep_ops.cancel_stale_batch, cutoff, batch_size, minutes)
+        cancelled += ids
+        if len(ids) < batch_size:
+            return cancelled
+        if pause > 0:
+            await asyncio.sleep(pause)
