@@ -13,13 +13,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nightcrew.errors import ConfigurationError
 from nightcrew.execution import RunContext
 from nightcrew.settings import Settings
-from nightcrew.values import StopReason
+from nightcrew.values import ClaimedTask, StopReason
 
 log = logging.getLogger("nightcrew.worker")
 
@@ -98,6 +98,10 @@ class WorkerState:
 
     config: WorkerConfig
     running: dict[int, Running] = field(default_factory=dict)
+    #: Claimed ahead (leased, not yet started), in claim order: see `Claimer` on prefetch.
+    queued: dict[int, ClaimedTask] = field(default_factory=dict)
+    #: Called for a queued task whose cancel was requested (it never starts).
+    on_queued_cancel: Callable[[ClaimedTask], None] | None = None
     #: Set when the claimer should look for work now.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
@@ -128,10 +132,20 @@ class WorkerState:
         return busy
 
     def leases(self) -> list[tuple[int, str]]:
-        return [(i, r.ctx.claimed.lease_token) for i, r in self.running.items()]
+        held = [(i, r.ctx.claimed.lease_token) for i, r in self.running.items()]
+        return held + [(i, c.lease_token) for i, c in self.queued.items()]
 
     def stop_run(self, task_id: int, reason: StopReason) -> None:
-        """Cancel a run once, recording why (the reason decides the status it ends in)."""
+        """Cancel a run once, recording why (the reason decides the status it ends in).
+
+        A task still queued never starts: a lost lease just drops it, a cancel ends it
+        CANCELLED through `on_queued_cancel`.
+        """
+        queued = self.queued.pop(task_id, None)
+        if queued is not None:
+            if reason is StopReason.CANCEL and self.on_queued_cancel is not None:
+                self.on_queued_cancel(queued)
+            return
         running = self.running.get(task_id)
         if running is None or running.ctx.stop_reason is not None:
             return

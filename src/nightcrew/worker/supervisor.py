@@ -159,9 +159,11 @@ class Worker:
         try:
             await self._first_rescue()
             await self._claim(until_idle)
+            self.claimer.hand_back_queued()
             await self._drain_in_flight()
         finally:
             self.state.stopping = True
+            self.claimer.hand_back_queued()
             await self._abandon_in_flight()
             for service in self.services:
                 if service is not self.finisher:
