@@ -30,7 +30,13 @@ def list_tokens(
     )
 
 
-@router.post("/tokens", status_code=201, openapi_extra=role_extra(Admin), summary="Create")
+@router.post(
+    "/tokens",
+    status_code=201,
+    openapi_extra=role_extra(Admin),
+    responses={409: {"description": "A token (active or revoked) has this name"}},
+    summary="Create",
+)
 def create_token(
     body: CreateToken,
     app: NightcrewDep,
