@@ -247,3 +247,13 @@ def test_a_pipeline_is_written_in_the_callers_transaction(app: Nightcrew) -> Non
         p.enqueue(session=session, database=app)
         session.rollback()
     assert actions.list_pipelines(app)[0] == []
+
+
+async def test_aenqueue_writes_the_pipeline_from_async_code(aapp: Nightcrew) -> None:
+    p = Pipeline("async")
+    first = p.add(Echo(value=1), name="first")
+    p.add(Echo(value=2), name="second", depends_on=[first])
+    pipeline_id = await p.aenqueue(database=aapp)
+    detail = actions.get_pipeline(aapp, pipeline_id)
+    assert [s.step_name for s in detail.steps] == ["first", "second"]
+    assert [s.waiting_on for s in detail.steps] == [0, 1]
