@@ -200,3 +200,15 @@ def test_an_actor_is_the_token_name(api_env: ApiEnv) -> None:
     api_env.client.post(f"/api/v1/tasks/{task_id}/cancel", headers=api_env.operator)
     (row,) = actions.list_audit(api_env.app).records[:1]
     assert row.actor == actor(Role.OPERATOR)
+
+
+def test_a_wildcard_in_a_processor_name_is_only_that_character(api_env: ApiEnv) -> None:
+    task_id = api_env.task()
+    client, h = api_env.client, api_env.operator
+    assert client.get("/api/v1/tasks", params={"processor": "%"}, headers=h).json()["tasks"] == []
+    assert (
+        client.get("/api/v1/tasks", params={"processor": "Ech_"}, headers=h).json()["tasks"] == []
+    )
+    cancelled = client.post("/api/v1/tasks/bulk/cancel", json={"processor": "%"}, headers=h).json()
+    assert cancelled["changed"] == []
+    assert actions.get(api_env.app, task_id).status == S.PENDING

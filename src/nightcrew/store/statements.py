@@ -99,6 +99,7 @@ CLAIM_COLUMNS = (
     c.lease_token,
     c.pipeline_id,
     c.critical,
+    c.schedule_name,
 )
 
 #: The partial indexes over claimable rows, in claim order (with a leading queue, and not).
@@ -213,7 +214,12 @@ def list_statement(task_filter: TaskFilter, *, limit: int) -> Select[Any]:
             stmt = stmt.where(c.processor_type == f.processor)
         else:  # the short name `tasks ls` shows: any module
             stmt = stmt.where(
-                or_(c.processor_type == f.processor, c.processor_type.endswith("." + f.processor))
+                or_(
+                    c.processor_type == f.processor,
+                    # autoescape: a % or _ in the name is that character, not a wildcard
+                    # (a bulk action by processor must not widen to every task).
+                    c.processor_type.endswith("." + f.processor, autoescape=True),
+                )
             )
     if f.queue:
         stmt = stmt.where(c.queue == f.queue)
