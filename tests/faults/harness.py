@@ -10,6 +10,8 @@ defaults unless it says why not, next to the setting it changes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -87,6 +89,24 @@ def all_tasks(app: Nightcrew) -> dict[int, TaskView]:
         if page.next_before_id is None:
             return found
         before = page.next_before_id
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    """Print a fault test's figures, and add them under ``name`` to the JSON file named by
+    ``NIGHTCREW_FAULT_REPORT`` when it is set (one file collects every test's)."""
+    print(f"\n{name}: {json.dumps(figures, indent=2)}")
+    path = os.environ.get("NIGHTCREW_FAULT_REPORT")
+    if path:
+        target = Path(path)
+        with open(target, "a+") as f:  # one writer at a time, also under pytest-xdist
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            text = f.read()
+            existing = json.loads(text) if text.strip() else {}
+            existing[name] = figures
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(existing, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- processes

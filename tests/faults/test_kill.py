@@ -10,13 +10,11 @@ section quotes them).
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,6 +30,7 @@ from tests.faults.harness import (
     enqueue,
     fault_env,
     processes,
+    report,
 )
 
 S = MaintenanceTaskStatus
@@ -51,17 +50,6 @@ KILL_EVERY = (2.0, 4.0)
 #: A worker younger than this is not picked (it is still importing: killing it proves nothing).
 MIN_AGE = 1.5
 DRAIN_DEADLINE = 240.0
-
-
-def _report(figures: dict[str, Any]) -> None:
-    print("\nSIGKILL drain:", json.dumps(figures, indent=2))
-    path = os.environ.get("NIGHTCREW_FAULT_REPORT")
-    if path:
-        # One file may collect the figures of both databases.
-        report = Path(path)
-        existing = json.loads(report.read_text()) if report.exists() else {}
-        existing[f"sigkill_drain_{figures['database']}"] = figures
-        report.write_text(json.dumps(existing, indent=2) + "\n")
 
 
 @pytest.mark.slow
@@ -166,5 +154,5 @@ def test_sigkill_of_random_workers_during_a_drain_loses_nothing(
         if killed
         else None,
     }
-    _report(figures)
+    report(f"sigkill_drain_{backend.name}", figures)
     assert len(killed) >= 5, f"too few kills to mean anything: {figures}"

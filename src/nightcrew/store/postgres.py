@@ -29,11 +29,14 @@ from nightcrew.store.failures import driver_errors
 from nightcrew.store.notices import CHANNEL, Notice, parse_payload
 from nightcrew.values import ClaimedTask, Dialect
 
+#: What every connection of a worker's own store is called in ``pg_stat_activity``
+#: (the LISTEN one too), so an operator can find, or terminate, a worker's connections.
+APPLICATION_NAME = "nightcrew worker"
 #: Run on each of the worker's own connections when it is opened.
 HOT_SESSION_SETUP = (
     "SET TIME ZONE 'UTC'",
     "SET enable_seqscan = off",
-    "SET application_name = 'nightcrew worker'",
+    f"SET application_name = '{APPLICATION_NAME}'",
 )
 #: A server that does not answer fails a connection attempt instead of hanging it.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -133,6 +136,7 @@ class PostgresStore(TaskStore):
                 conninfo(self.database.url),
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name=APPLICATION_NAME,
             )
         self._conns["listen"] = conn
         try:
