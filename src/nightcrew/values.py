@@ -41,6 +41,8 @@ class ClaimedTask(NamedTuple):
     #: The pipeline this task is a step of (None: a plain task), and whether it is critical.
     pipeline_id: int | None = None
     critical: bool = True
+    #: The schedule whose tick this task is (live streams filter on it).
+    schedule_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class ProgressUpdate:
     attempt: int
     percent: float
     message: str | None
+    #: The run's claim: its queue, processor, pipeline and schedule for the event.
+    claimed: ClaimedTask | None = None
 
 
 class StopReason(enum.Enum):
