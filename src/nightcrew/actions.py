@@ -164,9 +164,12 @@ REFUSALS: tuple[type[NightcrewError], ...] = (
     TokenNotFound,
 )
 
-#: Parameter names whose values never reach the audit log.
-_SECRET_WORDS = ("token", "secret", "password", "passwd", "credential", "api_key", "apikey")
-_SECRET_KEY = re.compile("|".join(_SECRET_WORDS) + "|auth", re.IGNORECASE)
+#: Parameter names whose values never reach the audit log: anything that looks like a
+#: token, secret, password, credential, API key or authorization (``author`` is not).
+_SECRET_KEY = re.compile(
+    r"token|secret|passw|credential|api_?key|private_?key|authori[sz]ation|(^|[_-])auth($|[_-])",
+    re.IGNORECASE,
+)
 #: A configuration larger than this is summarised in the audit log, not copied.
 MAX_AUDITED_JSON = 4096
 REDACTED = "[redacted]"
@@ -484,6 +487,14 @@ def authenticate(app: Nightcrew, token: str) -> TokenView | None:
     if admin_ops.needs_touch(view, datetime.now(UTC)):
         app.store.run(admin_ops.touch_token, view.id)
     return view
+
+
+def shared_secret(app: Nightcrew, name: str) -> str:
+    """A random secret (256 bits, URL-safe text) kept in the database under ``name`` and
+    made on first use, so every process on the database gets the same one: the dashboard
+    signs its session cookies with ``shared_secret(app, "ui.session")`` unless
+    ``NIGHTCREW_UI_SECRET`` is set. Never logged, never audited (it is not an action)."""
+    return app.store.run(admin_ops.shared_secret, name, secrets.token_urlsafe(TOKEN_BYTES))
 
 
 def has_tokens(app: Nightcrew) -> bool:
