@@ -48,7 +48,7 @@ SCHEDULES_CHANGED = [
     Schedule("refresh", every=timedelta(hours=6), processor=refresh(days=14)),
 ]
 
-SCHEDULES_SHRUNK = [SCHEDULES[0]]
+SCHEDULES_SHRUNK = [SCHEDULES_CHANGED[0]]
 
 NONE: list[Schedule] = []
 
