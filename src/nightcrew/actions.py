@@ -489,6 +489,14 @@ def authenticate(app: Nightcrew, token: str) -> TokenView | None:
     return view
 
 
+def shared_secret(app: Nightcrew, name: str) -> str:
+    """A random secret (256 bits, URL-safe text) kept in the database under ``name`` and
+    made on first use, so every process on the database gets the same one: the dashboard
+    signs its session cookies with ``shared_secret(app, "ui.session")`` unless
+    ``NIGHTCREW_UI_SECRET`` is set. Never logged, never audited (it is not an action)."""
+    return app.store.run(admin_ops.shared_secret, name, secrets.token_urlsafe(TOKEN_BYTES))
+
+
 def has_tokens(app: Nightcrew) -> bool:
     """Whether any active token exists."""
     return app.store.run(admin_ops.has_tokens)

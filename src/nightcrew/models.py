@@ -552,3 +552,20 @@ class WorkerRecord(Base):
     last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_nightcrew_workers_last_heartbeat_at", "last_heartbeat_at"),)
+
+
+# ---------------------------------------------------------------- secrets
+
+
+class SecretRecord(Base):
+    """A secret nightcrew makes for itself, shared by all its processes on one database
+    (the dashboard's session-signing key): made once by whichever process needs it first,
+    so a dashboard served by several processes works without configuration."""
+
+    __tablename__ = "nightcrew_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=utc_now_default()
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./nightcrew.db"
@@ -59,6 +59,26 @@ class Settings(BaseSettings):
     #: PENDING tasks due for longer than this many minutes are cancelled; 0 (the default)
     #: turns that off. Seed 002's MaintenanceService used 240.
     cancel_pending_after_minutes: float = Field(default=0.0, ge=0)
+    #: The key the dashboard signs its session cookies with (at least 32 characters).
+    #: Unset: a random key made once and kept in the database (``nightcrew_secrets``), so
+    #: every process serving the dashboard shares it; set it to rotate the key (all
+    #: sessions end) or to keep it out of the database.
+    ui_secret: SecretStr | None = None
+
+    #: Observability (DESIGN §8). ``metrics``: count task events in the app's Prometheus
+    #: registry; ``metrics_public``: serve the API's ``/metrics`` without a token;
+    #: ``publish_events``: send task events to other processes (NOTIFY on PostgreSQL, a
+    #: journal file on SQLite) for live streams.
+    metrics: bool = True
+    metrics_public: bool = False
+    publish_events: bool = True
+    #: A worker whose registry row has not been refreshed for this long is dead: left out
+    #: of "workers alive" and pruned by upkeep (``nightcrew.prune-dead-workers``).
+    worker_dead_after_seconds: float = Field(default=60.0, gt=0)
+    upkeep_prune_workers_cron: str = "*/10 * * * *"
+    #: ``module:function`` called with the task and the exception on every failed attempt
+    #: (see `nightcrew.instrument`); or pass ``on_error=`` to `nightcrew.Nightcrew`.
+    error_hook: str | None = None
 
     @field_validator("processor_modules", mode="before")
     @classmethod
@@ -73,6 +93,13 @@ class Settings(BaseSettings):
         for module in value:
             if not all(part.isidentifier() for part in module.split(".")):
                 raise ValueError(f"not a module path: {module!r}")
+        return value
+
+    @field_validator("ui_secret")
+    @classmethod
+    def _check_ui_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("NIGHTCREW_UI_SECRET must be at least 32 characters")
         return value
 
     @field_validator("schedules")

@@ -184,6 +184,16 @@ def bulk_retry(tx: Tx, task_filter: TaskFilter) -> Plan[BulkResult]:
     return (yield from _bulk(tx, task_filter, RETRYABLE, ops.retry, skip_requested=False))
 
 
+# ---------------------------------------------------------------- secrets
+
+
+def shared_secret(tx: Tx, name: str, candidate: str) -> Plan[str]:
+    """The secret stored under ``name``, ``candidate`` becoming it if there is none yet."""
+    yield ast.insert_secret_statement(tx.dialect, name, candidate, tx.now), None
+    result = yield ast.secret_statement(name), None
+    return str(result.scalar_one())
+
+
 # ---------------------------------------------------------------- tokens
 
 

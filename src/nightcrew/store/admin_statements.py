@@ -30,6 +30,7 @@ from nightcrew.models import (
     AuditEntry,
     MaintenanceTask,
     MaintenanceTaskStatus,
+    SecretRecord,
 )
 from nightcrew.store import statements as st
 from nightcrew.values import AuditFilter, AuditRecord, Dialect, TaskFilter
@@ -37,6 +38,7 @@ from nightcrew.values import AuditFilter, AuditRecord, Dialect, TaskFilter
 T = cast(Table, MaintenanceTask.__table__)
 TOKENS = cast(Table, ApiToken.__table__)
 AUDIT = cast(Table, AuditEntry.__table__)
+SECRETS = cast(Table, SecretRecord.__table__)
 S = MaintenanceTaskStatus
 c = T.c
 
@@ -159,6 +161,26 @@ def revoke_token_statement(name: str, now: datetime) -> Update:
         .values(revoked_at=now)
         .returning(*TOKENS.c)
     )
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def insert_secret_statement(dialect: Dialect, name: str, value: str, now: datetime) -> Insert:
+    """Store ``value`` under ``name`` unless a secret of that name exists (the first writer
+    wins; a concurrent one's insert does nothing, and both then read the winner's)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        maker(SECRETS)
+        .values(name=name, value=value, created_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+
+
+def secret_statement(name: str) -> Select[Any]:
+    return select(SECRETS.c.value).where(SECRETS.c.name == name)
 
 
 # ---------------------------------------------------------------- audit log

@@ -14,7 +14,8 @@ Create Date: 2026-12-01
 - ``nightcrew_pipelines`` and ``nightcrew_task_dependencies`` (``task_id`` waits for
   ``depends_on``; a task's ``waiting_on`` counts its unfinished dependencies).
 - ``nightcrew_api_tokens`` (hashes only), ``nightcrew_audit_log`` (append-only),
-  ``nightcrew_workers`` (live workers).
+  ``nightcrew_workers`` (live workers), ``nightcrew_secrets`` (keys nightcrew makes for
+  itself: the dashboard's session-signing key).
 
 On SQLite the task table is rebuilt as in revision 0002 (its stored ``CREATE TABLE`` then
 equals what the models make). Downgrade drops all of it. Hand-written, never importing
@@ -354,6 +355,13 @@ def create_other_tables() -> None:
     op.create_index(
         "ix_nightcrew_workers_last_heartbeat_at", "nightcrew_workers", ["last_heartbeat_at"]
     )
+    op.create_table(
+        "nightcrew_secrets",
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("value", sa.String(128), nullable=False),
+        sa.Column("created_at", _when(), server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_nightcrew_secrets")),
+    )
 
 
 def rebuild_sqlite(*, with_0003: bool) -> None:
@@ -380,6 +388,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
+        "nightcrew_secrets",
         "nightcrew_workers",
         "nightcrew_audit_log",
         "nightcrew_api_tokens",
