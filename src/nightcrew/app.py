@@ -17,7 +17,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from nightcrew.events import EventBus
+from nightcrew.instrument import ErrorHook, load_error_hook
+from nightcrew.live import LiveEvents
 from nightcrew.logs import log_events
+from nightcrew.metrics import Metrics
 from nightcrew.processors import ProcessorLoader, loader_for
 from nightcrew.settings import Settings
 from nightcrew.store import Database, TaskStore, open_store
@@ -42,6 +45,7 @@ class Nightcrew:
         database_url: str | None = None,
         database: Database | None = None,
         events: EventBus | None = None,
+        on_error: ErrorHook | None = None,
     ) -> None:
         settings = settings or Settings()
         if database is not None:
@@ -56,6 +60,17 @@ class Nightcrew:
         self.events = events if events is not None else EventBus()
         self.store: TaskStore = open_store(self.database, self.events)
         log_events(self.events)
+        #: Called with the task and the exception on every failed attempt of this app's
+        #: workers (``on_error``, else the ``NIGHTCREW_ERROR_HOOK`` path).
+        self.on_error: ErrorHook | None = on_error or load_error_hook(settings.error_hook)
+        #: Prometheus registries (`nightcrew.metrics`) and live events (`nightcrew.live`).
+        self.metrics = Metrics(
+            self.events,
+            self.store,
+            dead_after=settings.worker_dead_after_seconds,
+            count_events=settings.metrics,
+        )
+        self.live = LiveEvents(self.database, self.events, publish=settings.publish_events)
 
     def worker(
         self,
@@ -78,10 +93,12 @@ class Nightcrew:
 
     def close(self) -> None:
         """Dispose of the engines (sync callers: CLI, scripts)."""
+        self.live.close()
         if self._owns_database:
             self.database.dispose()
 
     async def aclose(self) -> None:
+        self.live.close()
         await self.store.aclose()
         if self._owns_database:
             await self.database.adispose()

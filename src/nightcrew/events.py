@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nightcrew.models import MaintenanceTaskStatus
+
+if TYPE_CHECKING:
+    from nightcrew.app import Nightcrew
+    from nightcrew.live import LiveStream
 
 log = logging.getLogger("nightcrew.events")
 
@@ -50,13 +53,18 @@ FINISH_KINDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TaskEvent:
+class TaskEvent(NamedTuple):
     """One transition of one task, after it committed.
 
     ``status`` is the status the task has now. ``detail`` carries what a kind has to say
     (an error message, a retry time, a rescue's reason); it is small by design: a
-    subscriber that wants the whole task reads it by id.
+    subscriber that wants the whole task reads it by id. ``pipeline_id`` and ``schedule``
+    say what the task belongs to (live streams filter on them); ``waited`` is, on STARTED,
+    how long the task waited since it was due (the pickup latency).
+
+    A named tuple rather than a frozen dataclass: the worker builds two per task when
+    metrics or a live stream listen, and a tuple is built in a tenth of the time (0.2 us
+    against 2 us), which is what keeps their overhead on a drain within a few percent.
     """
 
     kind: EventKind
@@ -71,9 +79,14 @@ class TaskEvent:
     duration: float | None = None
     actor: str | None = None
     detail: dict[str, Any] | None = None
+    pipeline_id: int | None = None
+    schedule: str | None = None
+    waited: float | None = None
 
 
 Subscriber = Callable[[TaskEvent], None]
+#: Receives the events of one emission (a claim's, a batch of finishes') together.
+BatchSubscriber = Callable[[Sequence[TaskEvent]], None]
 
 
 class EventBus:
@@ -86,6 +99,9 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: dict[EventKind, list[Subscriber]] = {}
+        #: Batch subscribers and the kinds each wants (None: all).
+        self._batch: list[tuple[BatchSubscriber, frozenset[EventKind] | None]] = []
+        self._batch_kinds: dict[EventKind, int] = {}
 
     def subscribe(
         self, subscriber: Subscriber, kinds: Iterable[EventKind] | None = None
@@ -106,17 +122,90 @@ class EventBus:
 
         return unsubscribe
 
+    def subscribe_batches(
+        self, subscriber: BatchSubscriber, kinds: Iterable[EventKind] | None = None
+    ) -> Callable[[], None]:
+        """Call ``subscriber`` once per emission with its events of ``kinds`` (default:
+        all), in order; returns an unsubscribe function.
+
+        For subscribers that do the same small thing to many events (metrics, the live
+        stream's publisher): one call per batch of 500 finishes instead of 500 calls.
+        """
+        chosen = None if kinds is None else frozenset(kinds)
+        entry = (subscriber, chosen)
+        self._batch.append(entry)
+        for kind in EventKind if chosen is None else chosen:
+            self._batch_kinds[kind] = self._batch_kinds.get(kind, 0) + 1
+
+        def unsubscribe() -> None:
+            if entry not in self._batch:
+                return
+            self._batch.remove(entry)
+            for kind in EventKind if chosen is None else chosen:
+                left = self._batch_kinds.get(kind, 0) - 1
+                if left > 0:
+                    self._batch_kinds[kind] = left
+                else:
+                    self._batch_kinds.pop(kind, None)
+
+        return unsubscribe
+
     def wants(self, kind: EventKind) -> bool:
         """Whether anyone listens for ``kind`` (producers skip building events otherwise)."""
-        return kind in self._subscribers
+        return kind in self._subscribers or kind in self._batch_kinds
 
     def emit(self, event: TaskEvent) -> None:
-        for subscriber in tuple(self._subscribers.get(event.kind, ())):
-            try:
-                subscriber(event)
-            except Exception:
-                log.exception("event subscriber failed", extra={"kind": event.kind.value})
+        self.emit_all((event,))
 
     def emit_all(self, events: Iterable[TaskEvent]) -> None:
-        for event in events:
-            self.emit(event)
+        """Hand ``events`` to each subscriber: one by one to plain subscribers, together
+        (those of its kinds) to batch subscribers."""
+        batch: Sequence[TaskEvent] = events if isinstance(events, list | tuple) else list(events)
+        if not batch:
+            return
+        if self._subscribers:
+            for event in batch:
+                for subscriber in tuple(self._subscribers.get(event.kind, ())):
+                    try:
+                        subscriber(event)
+                    except Exception:
+                        log.exception("event subscriber failed", extra={"kind": event.kind.value})
+        for batch_subscriber, kinds in tuple(self._batch):
+            chosen = batch if kinds is None else [e for e in batch if e.kind in kinds]
+            if not chosen:
+                continue
+            try:
+                batch_subscriber(chosen)
+            except Exception:
+                log.exception("event batch subscriber failed")
+
+
+def stream(
+    app: Nightcrew,
+    *,
+    task_id: int | None = None,
+    queue: str | None = None,
+    pipeline_id: int | None = None,
+    schedule: str | None = None,
+    kinds: Iterable[EventKind] | None = None,
+    after: int | None = None,
+) -> LiveStream:
+    """Live events of ``app``'s database, from every process (see `nightcrew.live`)::
+
+        async for event in nightcrew.events.stream(app, task_id=42):
+            print(event.kind, event.progress)
+
+    Filters combine (all must match). ``after`` resumes after a `LiveEvent.id` this
+    process handed out before, within the bounded window it keeps.
+    """
+    from nightcrew.live import stream as live_stream
+
+    return live_stream(
+        app,
+        task_id=task_id,
+        queue=queue,
+        pipeline_id=pipeline_id,
+        schedule=schedule,
+        kinds=kinds,
+        after=after,
+    )

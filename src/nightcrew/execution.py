@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nightcrew.errors import FailTask, InvalidTaskOptions, NightcrewError, RetryTask
+from nightcrew.instrument import ErrorHook, report_error, run_span
 from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, utcnow
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
 from nightcrew.retry import backoff_seconds
@@ -54,6 +55,9 @@ class RunContext:
     progress: tuple[float, str | None] | None = None
     progress_dirty: bool = False
     stop_reason: StopReason | None = None
+    #: Called (from any thread) when a report makes the progress dirty, so the worker can
+    #: write it soon rather than at its next round; set by the worker.
+    on_progress: Callable[[], None] | None = None
 
     @property
     def task_id(self) -> int:
@@ -99,8 +103,11 @@ def report_progress(percent: float, message: str | None = None) -> _Done:
     if not 0.0 <= pct <= 100.0:
         raise ValueError(f"progress must be between 0 and 100, got {percent}")
     text = None if message is None else str(message)[:1000].replace("\x00", "\ufffd")
+    was_dirty = ctx.progress_dirty
     ctx.progress = (pct, text)
     ctx.progress_dirty = True
+    if not was_dirty and ctx.on_progress is not None:
+        ctx.on_progress()  # only the first report since the last write signals
     return _DONE
 
 
@@ -222,6 +229,8 @@ class TaskRunner:
     max_info_bytes: int
     #: Whether each processor class's ``__call__`` is a coroutine function (asked once).
     _is_async: dict[type, bool] = field(default_factory=dict)
+    #: Called with the task and the exception on every failed attempt (`nightcrew.instrument`).
+    on_error: ErrorHook | None = None
 
     async def run(self, ctx: RunContext) -> Outcome:
         """Run one task to an outcome; never raises (a bug here must not kill the worker)."""
@@ -239,7 +248,8 @@ class TaskRunner:
             return self._fail(ctx, exc, retry=False, with_traceback=False)
         token = _current.set(ctx)
         try:
-            result = await self._call(processor, claimed, ctx)
+            with run_span(claimed):
+                result = await self._call(processor, claimed, ctx)
         except asyncio.CancelledError:
             return self.stopped(ctx)
         except TaskTimedOut as exc:
@@ -330,6 +340,8 @@ class TaskRunner:
         with_traceback: bool = True,
     ) -> Outcome:
         claimed = ctx.claimed
+        if self.on_error is not None and not isinstance(exc, RetryTask):
+            report_error(self.on_error, _task_object(claimed, utcnow()), exc)
         error = _error_of(exc, with_traceback)
         info: dict[str, Any] = {"error": str(exc), "error_type": error["type"]}
         if retry and claimed.attempt < claimed.max_attempts:

@@ -346,3 +346,35 @@ class BulkResult:
     changed: Sequence[int]
     skipped: Sequence[int]
     more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A row of the worker registry: a worker that is running (or died without saying so:
+    ``alive`` is whether it beat within the dead-after age when read)."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    queues: Sequence[str] | None
+    concurrency: int
+    in_flight: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The database-wide gauges of one scrape (one query): open tasks per (queue, status),
+    the oldest due PENDING task's wait per queue, pipelines per status, live workers and
+    their runs in flight, and skipped ticks per schedule (misfires, over max_instances)."""
+
+    depth: dict[tuple[str, str], float]
+    oldest_pending: dict[str, float]
+    pipelines: dict[str, float]
+    workers_alive: float
+    workers_in_flight: float
+    misfires: dict[str, float]
+    skipped_instances: dict[str, float]

@@ -248,6 +248,7 @@ class Claimer:
             state.stop_run(claimed.id, StopReason.LEASE_LOST)
             state.running.pop(claimed.id, None)
         ctx = RunContext(claimed, self.results)
+        ctx.on_progress = state.on_progress
         task = asyncio.create_task(self._execute(ctx))
         running = Running(ctx, task)
         task.add_done_callback(lambda t: self._cancelled_before_start(t, running))

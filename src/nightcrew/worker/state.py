@@ -105,6 +105,8 @@ class WorkerState:
     #: Set when the claimer should look for work now.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
+    #: Told when a run's progress becomes dirty (the progress flusher's signal).
+    on_progress: Callable[[], None] | None = None
     _claims: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     #: Random per worker object, so a worker restarted under the same id never repeats
     #: the tokens of its previous life.

@@ -1,0 +1,246 @@
+"""How live events cross processes: a NOTIFY channel on PostgreSQL, a journal on SQLite.
+
+Both carry the same payloads (`nightcrew.live.wire`: small JSON texts, each well under
+PostgreSQL's 8,000-byte NOTIFY limit) and offer the same two halves: ``send`` (called from
+the publisher's thread, blocking) and ``receive`` (a loop delivering each payload to a
+callback until stopped).
+
+**PostgreSQL**: ``pg_notify`` on the channel `EVENTS_CHANNEL`, apart from the workers'
+wake-up channel so no worker parses a single event; all of a batch's payloads go in one
+statement (``SELECT pg_notify(...) FROM unnest(...)``), delivered in order at its commit.
+Listeners hold one ``LISTEN`` connection each (one per process, whatever its streams).
+
+**SQLite** has no notifications, so events go to a journal: a small SQLite file next to
+the database (``<database>-events``), one row per payload, tailed by readers. A file of
+its own because the task database has one write lock, which the workers' claims and
+finishes need: journal writes never take it. Readers look for new rows only when
+``PRAGMA data_version`` says another connection committed (a read of the WAL index in
+shared memory, no I/O), every `TAIL_INTERVAL`; the journal keeps its last
+`JOURNAL_KEEP_ROWS` rows and `JOURNAL_KEEP_SECONDS`, which is the window a reader that
+fell behind can catch up within. Reach: the processes of one host, SQLite's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nightcrew.store.database import Database
+from nightcrew.store.failures import driver_errors
+from nightcrew.store.postgres import CONNECT_TIMEOUT_SECONDS, conninfo
+
+log = logging.getLogger("nightcrew.live")
+
+#: The PostgreSQL channel of live events (the workers' wake-ups use ``nightcrew``).
+EVENTS_CHANNEL = "nightcrew_events"
+#: SQLite journal: seconds between two looks for new rows; rows and age kept.
+TAIL_INTERVAL = 0.02
+JOURNAL_KEEP_ROWS = 5000
+JOURNAL_KEEP_SECONDS = 300.0
+#: A journal writer prunes once every this many inserts.
+PRUNE_EVERY = 200
+
+_JOURNAL_DDL = (
+    "CREATE TABLE IF NOT EXISTS nightcrew_live_events ("
+    "id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, payload TEXT NOT NULL)"
+)
+_JOURNAL_INSERT = "INSERT INTO nightcrew_live_events (at, payload) VALUES (?, ?)"
+_JOURNAL_PRUNE = (
+    "DELETE FROM nightcrew_live_events WHERE at < ? OR id <= "
+    "(SELECT max(id) FROM nightcrew_live_events) - ?"
+)
+_JOURNAL_TAIL = "SELECT id, payload FROM nightcrew_live_events WHERE id > ? ORDER BY id LIMIT 1000"
+_JOURNAL_LAST = "SELECT coalesce(max(id), 0) FROM nightcrew_live_events"
+
+
+class EventTransport:
+    """The two halves of a transport; `for_database` picks the one for a database."""
+
+    #: Whether events reach other processes at all (an in-memory SQLite has nobody).
+    crosses_processes = True
+
+    def scope(self) -> str:
+        """What payloads are meant for (the schema on PostgreSQL), so installs sharing a
+        channel or a journal ignore each other's events."""
+        return ""
+
+    def send(self, payloads: list[str]) -> None:
+        """Deliver payloads, in order (blocking; the publisher's thread calls this)."""
+
+    def receive(
+        self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
+    ) -> None:
+        """Hand each batch of payloads that arrives to ``deliver`` until ``stop`` is set
+        (blocking, in a thread of its own); ``ready`` is set once listening."""
+        ready.set()
+        stop.wait()
+
+    def close(self) -> None:
+        """Close the sending side's connection."""
+
+
+class PostgresChannel(EventTransport):
+    """``pg_notify`` on `EVENTS_CHANNEL`, and ``LISTEN`` on it."""
+
+    def __init__(self, database: Database) -> None:
+        self._conninfo = conninfo(database.url)
+        self._conn: Any = None
+        self._scope: str | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        with driver_errors():
+            conn = psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+            )
+            conn.execute("SET application_name = 'nightcrew events'")
+        return conn
+
+    def scope(self) -> str:
+        if self._scope is None:
+            with self._lock:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                row = self._conn.execute("SELECT current_schema()").fetchone()
+                self._scope = str(row[0]) if row and row[0] else ""
+        return self._scope
+
+    def send(self, payloads: list[str]) -> None:
+        if not payloads:
+            return
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            try:
+                with driver_errors():
+                    # unnest yields the array in order, so the notices go out in order.
+                    self._conn.execute(
+                        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                        (EVENTS_CHANNEL, payloads),
+                    )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+                raise
+
+    def receive(
+        self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
+    ) -> None:
+        """One ``LISTEN`` connection; notifications are read in batches (whatever arrived
+        within 5 ms of the first) so a busy channel costs one hand-over per batch."""
+        conn = self._connect()
+        try:
+            with driver_errors():
+                conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                ready.set()
+                while not stop.is_set():
+                    batch = [n.payload for n in conn.notifies(timeout=0.2, stop_after=1)]
+                    if not batch:
+                        continue
+                    batch += [n.payload for n in conn.notifies(timeout=0.005)]
+                    deliver(batch)
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+
+
+def journal_path(database: Database) -> Path | None:
+    """The journal file of an SQLite database (None: in memory, no other process)."""
+    path = database.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(f"{path}-events")
+
+
+def _journal(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")  # live events are not kept across a crash
+    conn.execute(_JOURNAL_DDL)
+    return conn
+
+
+class SqliteJournal(EventTransport):
+    """The journal file next to an SQLite database, appended to and tailed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._inserts = 0
+        self._lock = threading.Lock()
+
+    def send(self, payloads: list[str]) -> None:
+        if not payloads:
+            return
+        with self._lock:
+            if self._conn is None:
+                self._conn = _journal(self.path)
+            conn = self._conn
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_JOURNAL_INSERT, [(now, p) for p in payloads])
+                self._inserts += len(payloads)
+                if self._inserts >= PRUNE_EVERY:
+                    self._inserts = 0
+                    conn.execute(_JOURNAL_PRUNE, (now - JOURNAL_KEEP_SECONDS, JOURNAL_KEEP_ROWS))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def receive(
+        self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
+    ) -> None:
+        conn = _journal(self.path)
+        try:
+            (last,) = conn.execute(_JOURNAL_LAST).fetchone()
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+            ready.set()
+            while not stop.wait(TAIL_INTERVAL):
+                (now_version,) = conn.execute("PRAGMA data_version").fetchone()
+                if now_version == version:
+                    continue
+                version = now_version
+                while True:
+                    rows = conn.execute(_JOURNAL_TAIL, (last,)).fetchall()
+                    if not rows:
+                        break
+                    last = rows[-1][0]
+                    deliver([payload for _, payload in rows])
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def for_database(database: Database) -> EventTransport:
+    """The transport of ``database``'s dialect (a do-nothing one for in-memory SQLite)."""
+    if database.is_postgres:
+        return PostgresChannel(database)
+    path = journal_path(database)
+    if path is None:
+        transport = EventTransport()
+        transport.crosses_processes = False
+        return transport
+    return SqliteJournal(path)
