@@ -265,7 +265,12 @@ async def test_a_worker_syncs_the_declared_schedules_when_it_starts(
         ticker = ticker_of(w)
         await wait_until(lambda: ticker.synced is not None, what="the sync", worker=task)
     assert ticker.synced is not None
-    assert sorted(ticker.synced.names("created")) == ["harvest", "nightcrew.prune", "refresh"]
+    assert sorted(ticker.synced.names("created")) == [
+        "harvest",
+        "nightcrew.prune",
+        "nightcrew.prune-dead-workers",
+        "refresh",
+    ]
     harvest = actions.get_schedule(sched_app, "harvest")
     assert (harvest.source, harvest.describe_trigger()) == (
         "code",
@@ -286,7 +291,12 @@ async def test_sync_from_code_creates_changes_and_disables(
             reports.append(ticker.synced)
     first, second, third = reports
     assert first is not None and second is not None and third is not None
-    assert sorted(first.names("created")) == ["harvest", "nightcrew.prune", "refresh"]
+    assert sorted(first.names("created")) == [
+        "harvest",
+        "nightcrew.prune",
+        "nightcrew.prune-dead-workers",
+        "refresh",
+    ]
     assert sorted(second.names("updated")) == ["harvest", "refresh"]
     assert third.names("retired") == ["refresh"]
     refresh = actions.get_schedule(sched_app, "refresh")

@@ -15,7 +15,13 @@ from nightcrew.processors import ProcessorLoader
 from nightcrew.schedules import CronTrigger, DateTrigger, IntervalTrigger
 from nightcrew.schedules.declare import define, load_declared
 from nightcrew.schedules.sync import declared_schedules
-from nightcrew.upkeep import CANCEL_STALE_PENDING, PRUNE, PruneFinishedTasks, upkeep_schedules
+from nightcrew.upkeep import (
+    CANCEL_STALE_PENDING,
+    PRUNE,
+    PRUNE_DEAD_WORKERS,
+    PruneFinishedTasks,
+    upkeep_schedules,
+)
 from tests.processors import Echo
 from tests.schedule_jobs import SCHEDULE_MODULES, harvest, refresh
 
@@ -146,7 +152,7 @@ def test_the_schedules_setting_must_be_module_colon_attribute() -> None:
 
 def test_upkeep_defaults_prune_daily_and_leave_stale_cancelling_off() -> None:
     schedules = upkeep_schedules(Settings())
-    assert [s.name for s in schedules] == [PRUNE]
+    assert [s.name for s in schedules] == [PRUNE, PRUNE_DEAD_WORKERS]
     prune = schedules[0]
     assert prune.trigger == CronTrigger("17 3 * * *", "UTC")
     assert isinstance(prune.processor, PruneFinishedTasks)
@@ -162,14 +168,15 @@ def test_upkeep_schedules_follow_their_settings() -> None:
         cancel_pending_after_minutes=240,
     )
     names = {s.name: s for s in upkeep_schedules(settings)}
-    assert set(names) == {PRUNE, CANCEL_STALE_PENDING}
+    assert set(names) == {PRUNE, CANCEL_STALE_PENDING, PRUNE_DEAD_WORKERS}
     assert names[PRUNE].trigger == CronTrigger("0 4 * * sun", "Europe/Berlin")
     assert names[CANCEL_STALE_PENDING].processor.minutes == 240  # type: ignore[attr-defined]
 
 
 def test_upkeep_schedules_can_be_turned_off() -> None:
-    assert upkeep_schedules(Settings(upkeep_prune_cron="off")) == []
-    off = Settings(prune_completed_days=0, prune_error_days=0, prune_cancelled_days=0)
+    no_workers = {"upkeep_prune_workers_cron": "off"}
+    assert upkeep_schedules(Settings(upkeep_prune_cron="off", **no_workers)) == []
+    off = Settings(prune_completed_days=0, prune_error_days=0, prune_cancelled_days=0, **no_workers)
     assert upkeep_schedules(off) == []
 
 
@@ -181,8 +188,13 @@ def test_a_bad_upkeep_cron_fails_when_the_schedules_are_declared() -> None:
 def test_only_a_set_schedules_setting_lets_a_sync_retire_code_schedules() -> None:
     unset = declared_schedules(Settings(), LOADER)
     assert not unset.retire_user
-    assert [d.name for d in unset.definitions] == [PRUNE]
+    assert [d.name for d in unset.definitions] == [PRUNE, PRUNE_DEAD_WORKERS]
     declared = declared_schedules(Settings(schedules="tests.schedule_jobs:SCHEDULES"), LOADER)
     assert declared.retire_user
-    assert [d.name for d in declared.definitions] == ["harvest", "refresh", PRUNE]
+    assert [d.name for d in declared.definitions] == [
+        "harvest",
+        "refresh",
+        PRUNE,
+        PRUNE_DEAD_WORKERS,
+    ]
     assert {d.source for d in declared.definitions} == {"code"}

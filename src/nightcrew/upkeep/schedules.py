@@ -10,6 +10,7 @@ from __future__ import annotations
 from nightcrew.schedules.declare import Schedule
 from nightcrew.settings import Settings
 from nightcrew.upkeep.processors import CancelStalePending, PruneFinishedTasks
+from nightcrew.upkeep.workers import PRUNE_DEAD_WORKERS, PruneDeadWorkers
 
 PRUNE = "nightcrew.prune"
 CANCEL_STALE_PENDING = "nightcrew.cancel-stale-pending"
@@ -53,6 +54,17 @@ def upkeep_schedules(settings: Settings) -> list[Schedule]:
                 cron=settings.upkeep_cancel_pending_cron,
                 timezone=settings.upkeep_timezone,
                 processor=CancelStalePending(minutes=minutes, batch_size=settings.prune_batch_size),
+                queue=settings.upkeep_queue,
+                _reserved=True,
+            )
+        )
+    if not _off(settings.upkeep_prune_workers_cron):
+        schedules.append(
+            Schedule(
+                PRUNE_DEAD_WORKERS,
+                cron=settings.upkeep_prune_workers_cron,
+                timezone=settings.upkeep_timezone,
+                processor=PruneDeadWorkers(dead_after_seconds=settings.worker_dead_after_seconds),
                 queue=settings.upkeep_queue,
                 _reserved=True,
             )

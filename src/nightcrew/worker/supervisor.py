@@ -5,7 +5,8 @@
 - `LeaseKeeper`: heartbeats and cancel requests;
 - `Rescuer`: hands back other workers' abandoned tasks;
 - `Waker`: LISTEN/NOTIFY and retry timers;
-- `ProgressFlusher`: progress of running tasks.
+- `ProgressFlusher`: progress of running tasks;
+- `WorkerRegistry`: this worker's row in the worker registry.
 
 The supervisor starts them, restarts one that crashes, stops the worker on a database
 error that cannot heal (and raises it from `run`), and shuts down in order: stop claiming,
@@ -30,6 +31,7 @@ from nightcrew.worker.claimer import Claimer
 from nightcrew.worker.finisher import Finisher
 from nightcrew.worker.leases import LeaseKeeper
 from nightcrew.worker.progress import ProgressFlusher
+from nightcrew.worker.registry import WorkerRegistry
 from nightcrew.worker.rescuer import Rescuer
 from nightcrew.worker.service import Service
 from nightcrew.worker.state import WorkerConfig, WorkerState
@@ -83,7 +85,9 @@ class Worker:
         )
         self.state = WorkerState(config)
         self.store: TaskStore = open_store(self.app.database, self.app.events)
-        runner = TaskRunner(self.app.loader, self.settings.max_info_bytes)
+        runner = TaskRunner(
+            self.app.loader, self.settings.max_info_bytes, on_error=self.app.on_error
+        )
         self.finisher = Finisher(self.store, self.state, self._on_written)
         self.waker = Waker(self.store, self.state)
         self.claimer = Claimer(self.store, self.state, runner, self.finisher)
@@ -99,6 +103,7 @@ class Worker:
             self.waker,
             ProgressFlusher(self.store, self.state),
             Ticker(self.app, self.store, self.state, self.waker),
+            WorkerRegistry(self.app, self.state),
         ]
         self._hurry = asyncio.Event()
         self._fatal: BaseException | None = None
