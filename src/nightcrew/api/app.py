@@ -176,12 +176,14 @@ def create_api(
     max_body_bytes: int = MAX_BODY_BYTES,
     cors_origins: Sequence[str] = (),
     routers: Sequence[APIRouter] | None = None,
+    ui: bool = True,
 ) -> FastAPI:
     """The admin API for ``app`` (or an app made from ``settings`` at start-up).
 
     ``auth`` replaces the bearer tokens by the host's own rule (see `nightcrew.api.auth`).
     ``cors_origins`` enables CORS for exactly those origins (off when empty). ``routers``
-    replaces the default `ROUTERS` (all resources).
+    replaces the default `ROUTERS` (all resources). ``ui`` serves the dashboard
+    (`nightcrew.ui`) at ``/ui`` on the same app, with the same auth and audit log.
     """
 
     @asynccontextmanager
@@ -212,6 +214,10 @@ def create_api(
     for router in routers if routers is not None else ROUTERS:
         api.include_router(router, prefix=PREFIX)
     api.include_router(_meta_router(api))
+    if ui:
+        from nightcrew.ui import install as install_ui
+
+        install_ui(api)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if cors_origins:
