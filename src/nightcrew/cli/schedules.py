@@ -112,7 +112,7 @@ def list_schedules(
     last_width = 16 if console.width >= 100 else 11
     room = max(20, console.width - 41 - last_width)
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    for title, width in (("name", room * 2 // 5), ("trigger", room - room * 2 // 5)):
+    for title, width in (("name", room // 2), ("trigger", room - room // 2)):
         table.add_column(title, no_wrap=True, overflow="ellipsis", min_width=4, max_width=width)
     table.add_column("next UTC", no_wrap=True, min_width=14)
     table.add_column("last UTC", no_wrap=True, min_width=14)
