@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import nightcrew.store.admin_ops as admin_ops
+import nightcrew.store.observe_ops as observe_ops
 import nightcrew.store.schedule_ops as schedule_ops
 from nightcrew.app import Nightcrew
 from nightcrew.catalog import ProcessorCatalog, discover
@@ -67,6 +68,7 @@ from nightcrew.values import (
     TaskStats,
     TaskView,
     TokenView,
+    WorkerView,
 )
 
 log = logging.getLogger("nightcrew.actions")
@@ -697,3 +699,23 @@ def sync_schedules(
             tx, declared.definitions, retire_user=declared.retire_user
         ),
     )
+
+
+# ---------------------------------------------------------------- workers
+
+
+def list_workers(app: Nightcrew, *, alive_only: bool = False) -> list[WorkerView]:
+    """The worker registry, newest first; each marked alive if it beat within
+    ``NIGHTCREW_WORKER_DEAD_AFTER_SECONDS`` (``alive_only`` leaves the dead out)."""
+    dead_after = app.settings.worker_dead_after_seconds
+    return app.store.run(observe_ops.list_workers, dead_after, alive_only=alive_only)
+
+
+def workers_alive(app: Nightcrew) -> int:
+    """How many workers beat within the dead-after age."""
+    return app.store.run(observe_ops.count_alive_workers, app.settings.worker_dead_after_seconds)
+
+
+def prune_dead_workers(app: Nightcrew) -> list[str]:
+    """Delete the registry rows of dead workers now (what upkeep does every ten minutes)."""
+    return app.store.run(observe_ops.prune_dead_workers, app.settings.worker_dead_after_seconds)

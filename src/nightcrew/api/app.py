@@ -30,6 +30,7 @@ from nightcrew import actions
 from nightcrew.api import problem
 from nightcrew.api.auth import Authenticator, Principal, TokenAuth, require, role_extra
 from nightcrew.api.routers import ROUTERS
+from nightcrew.api.routers.metrics import router as metrics_router
 from nightcrew.api.schemas import Health
 from nightcrew.app import Nightcrew
 from nightcrew.settings import Settings
@@ -214,6 +215,7 @@ def create_api(
     for router in routers if routers is not None else ROUTERS:
         api.include_router(router, prefix=PREFIX)
     api.include_router(_meta_router(api))
+    api.include_router(metrics_router)
     if ui:
         from nightcrew.ui import install as install_ui
 

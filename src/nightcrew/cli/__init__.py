@@ -29,8 +29,9 @@ from nightcrew.cli import serve  # isort: skip
 from nightcrew.cli import tokens  # isort: skip
 from nightcrew.cli import audit  # isort: skip
 from nightcrew.cli import schedules  # isort: skip
+from nightcrew.cli import observe  # isort: skip
 
-COMMAND_MODULES = (db, tasks, worker, demo, pipelines, serve, tokens, audit, schedules)
+COMMAND_MODULES = (db, tasks, worker, demo, pipelines, serve, tokens, audit, schedules, observe)
 
 app = typer.Typer(
     name="nightcrew",

@@ -18,6 +18,7 @@ from nightcrew.app import Nightcrew
 from nightcrew.cli.common import CliState, say, state
 from nightcrew.errors import ConfigurationError
 from nightcrew.loop import run_loop
+from nightcrew.metrics import serve_metrics
 from nightcrew.settings import Settings
 from nightcrew.worker import Worker
 
@@ -77,6 +78,7 @@ def _run(
     limits: list[str] | None,
     *,
     until_idle: bool,
+    metrics_port: int | None = None,
 ) -> int:
     """Run a worker with signal handling: the first SIGTERM/SIGINT drains (the grace
     period), a second one stops at once, handing running tasks back. Returns the number
@@ -101,7 +103,14 @@ def _run(
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal)
-            await worker.run(until_idle=until_idle)
+            stop_metrics = (
+                None if metrics_port is None else serve_metrics(app.metrics, metrics_port)
+            )
+            try:
+                await worker.run(until_idle=until_idle)
+            finally:
+                if stop_metrics is not None:
+                    stop_metrics()
             return worker.processed
 
     return run_loop(main(), settings)
@@ -115,11 +124,20 @@ def worker_command(
     queue_limit: LimitOpt = None,
     log_level: LogLevelOpt = LogLevel.INFO,
     log_json: LogJsonOpt = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve this worker's own Prometheus metrics on this port (/metrics).",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (then finish or hand back in-flight tasks)."""
     settings = state(ctx).settings()
     logs.configure(log_level.value, as_json=log_json)
-    _run(settings, queues, concurrency, queue_limit, until_idle=False)
+    _run(settings, queues, concurrency, queue_limit, until_idle=False, metrics_port=metrics_port)
 
 
 def _detach(cli: CliState, log_file: Path, args: list[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from nightcrew.api.routers import audit, processors, stats, tasks, tokens
+from nightcrew.api.routers import audit, events, processors, stats, tasks, tokens, workers
 
 ROUTERS: list[APIRouter] = [
     tasks.router,
@@ -18,4 +18,6 @@ ROUTERS: list[APIRouter] = [
     processors.router,
     audit.router,
     tokens.router,
+    workers.router,
+    events.router,
 ]
