@@ -31,7 +31,13 @@ from nightcrew import actions
 from nightcrew.api.deps import client_of, nightcrew_of
 from nightcrew.api.problem import ERROR_STATUS
 from nightcrew.app import Nightcrew
-from nightcrew.errors import DatabaseError, NightcrewError
+from nightcrew.errors import (
+    DatabaseError,
+    NightcrewError,
+    PipelineNotFound,
+    ScheduleExists,
+    ScheduleNotFound,
+)
 from nightcrew.models import MaintenanceTaskStatus, PipelineStatus
 from nightcrew.ui import fmt
 from nightcrew.ui.session import UiSession, UiUser, current_user, load_session, save_session
@@ -52,6 +58,13 @@ CSP = (
 )
 PAGE_HEADERS = {"content-security-policy": CSP, "cache-control": "no-store"}
 
+#: Errors of the dashboard's extra resources, as `ERROR_STATUS` maps the API's.
+_MORE_STATUS: tuple[tuple[type[NightcrewError], int, str, str], ...] = (
+    (PipelineNotFound, 404, "pipeline-not-found", "Pipeline not found"),
+    (ScheduleNotFound, 404, "schedule-not-found", "Schedule not found"),
+    (ScheduleExists, 409, "schedule-exists", "Schedule exists"),
+)
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -65,8 +78,9 @@ class UiError(Exception):
 
     @classmethod
     def of(cls, exc: NightcrewError) -> UiError:
-        """nightcrew's error as the API would answer it (same status table)."""
-        for kind, status, _slug, title in ERROR_STATUS:
+        """nightcrew's error as the API would answer it (same status table, plus the
+        schedules' and pipelines' own)."""
+        for kind, status, _slug, title in (*ERROR_STATUS, *_MORE_STATUS):
             if isinstance(exc, kind):
                 detail = str(exc) or None
                 if isinstance(exc, DatabaseError):

@@ -5,12 +5,12 @@ should follow the tasks names an event (``sse-swap="progress-42"``). The stream 
 those fragments when something may have changed and sends only the ones that differ from
 what it sent before, so an idle page costs one small read per poll and nothing on the wire.
 
-"Something may have changed" comes from nightcrew's event stream (`nightcrew.events.stream`,
-fed by PostgreSQL NOTIFY across processes) when it is available, and from the app's
-in-process bus otherwise; a poll (`POLL_OPEN_SECONDS` while a watched task is open) is
-the floor under both, so a page stays right even where no event reaches this process. The
-events only wake the stream; what is shown is always read back through the operator
-actions, never taken from an event's payload.
+"Something may have changed" comes from nightcrew's event stream (`nightcrew.events.stream`:
+every process's events, by PostgreSQL NOTIFY or SQLite's journal); a poll
+(`POLL_OPEN_SECONDS` while a watched task is open) is the floor under it, so a page stays
+right even where events are turned off (``NIGHTCREW_PUBLISH_EVENTS=false``). Events only
+wake the stream; what is shown is always read back through the operator actions, never
+taken from an event's payload.
 
 A stream ends by itself after `STREAM_SECONDS` (the browser reconnects at once, with its
 cookie checked again), so a revoked session cannot watch forever and a server shutting
@@ -30,7 +30,7 @@ from fastapi import Request
 
 from nightcrew import events as nightcrew_events
 from nightcrew.app import Nightcrew
-from nightcrew.events import TaskEvent
+from nightcrew.live.hub import EventsMissed
 
 log = logging.getLogger("nightcrew.ui")
 
@@ -58,46 +58,39 @@ def sse_message(event: str, html: str) -> str:
 class Waker:
     """Wakes a stream when an event may concern what it shows.
 
-    ``wanted`` picks the events (by task id, pipeline...). It listens on the app's
-    in-process bus, and on the cross-process event stream when nightcrew has one.
+    Follows `nightcrew.events.stream` (every process's events, filtered there by
+    ``filters`` and here by ``wanted``); a stream that fell behind wakes the page too,
+    which then reads everything again. If the event stream fails, the poll goes on alone.
     """
 
-    def __init__(self, app: Nightcrew, wanted: Callable[[Any], bool]) -> None:
+    def __init__(
+        self, app: Nightcrew, wanted: Callable[[Any], bool], filters: dict[str, Any]
+    ) -> None:
         self._app = app
         self._wanted = wanted
+        self._filters = filters
         self._flag = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def _bus_event(self, event: TaskEvent) -> None:
-        # Emitted from whatever thread committed the transition.
-        if self._wanted(event):
-            self._loop.call_soon_threadsafe(self._flag.set)
-
-    async def _follow_stream(self) -> None:
-        stream = getattr(nightcrew_events, "stream", None)
-        if stream is None:
-            return
-        try:
-            async for event in stream(self._app):
-                if self._wanted(event):
-                    self._flag.set()
-        except asyncio.CancelledError:
-            raise
-        except ImportError:
-            return  # the cross-process stream is not part of this installation
-        except Exception:
-            log.warning("the dashboard's event stream stopped; polling only", exc_info=True)
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async with nightcrew_events.stream(self._app, **self._filters) as events:
+                    async for event in events:
+                        if self._wanted(event):
+                            self._flag.set()
+                return
+            except EventsMissed:
+                self._flag.set()  # fell behind the kept window: show the state again
+            except Exception:
+                log.warning("the dashboard's event stream stopped; polling only", exc_info=True)
+                return
 
     def __enter__(self) -> Waker:
-        self._unsubscribe = self._app.events.subscribe(self._bus_event)
-        self._task = asyncio.create_task(self._follow_stream())
+        self._task = asyncio.create_task(self._follow())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
         if self._task is not None:
             self._task.cancel()
 
@@ -123,14 +116,18 @@ def for_pipeline(pipeline_id: int, ids: Iterable[int]) -> Callable[[Any], bool]:
 
 
 async def fragments(
-    request: Request, app: Nightcrew, produce: Producer, wanted: Callable[[Any], bool]
+    request: Request,
+    app: Nightcrew,
+    produce: Producer,
+    wanted: Callable[[Any], bool],
+    **filters: Any,
 ) -> AsyncIterator[str]:
     """The stream: fragments that changed, heartbeats, until the client leaves or
     `STREAM_SECONDS` pass."""
     yield f"retry: {RETRY_MS}\n\n"
     sent: dict[str, str] = {}
     started = last_beat = time.monotonic()
-    with Waker(app, wanted) as waker:
+    with Waker(app, wanted, filters) as waker:
         while time.monotonic() - started < STREAM_SECONDS:
             if await request.is_disconnected():
                 return

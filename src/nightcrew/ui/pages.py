@@ -32,7 +32,7 @@ from nightcrew.ui.app import (
     render,
 )
 from nightcrew.ui.session import token_login_enabled
-from nightcrew.values import AuditFilter, TaskStats, TaskView
+from nightcrew.values import AuditFilter, TaskStats, TaskView, WorkerView
 
 router = APIRouter()
 
@@ -87,18 +87,15 @@ async def login_page(ctx: CtxDep, next: str | None = None) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class Workers:
-    """What the worker registry says, when nightcrew has one (``None`` rows: not yet)."""
+    """The worker registry as read: every row (the dead marked) and how many are alive."""
 
-    rows: Sequence[Any] | None
-    alive: int | None
+    rows: Sequence[WorkerView]
+    alive: int
 
 
 async def _workers(ctx: Ctx) -> Workers:
-    lister = getattr(actions, "list_workers", None)
-    if lister is None:
-        return Workers(None, None)
-    rows = list(await call(lister, ctx.app))
-    return Workers(rows, len(rows))
+    rows = await call(actions.list_workers, ctx.app)
+    return Workers(rows, sum(1 for w in rows if w.alive))
 
 
 def _overview_values(stats: TaskStats, workers: Workers) -> dict[str, Any]:
@@ -282,7 +279,8 @@ async def live_task(ctx: CtxDep, task_id: str) -> Response:
         html = fragment(ctx, "partials/task_live.html", task=task, detail=TaskDetail.of(task))
         return {"task": html}, task.status not in FINAL_STATUSES
 
-    return _sse(live.fragments(ctx.request, ctx.app, produce, live.for_tasks([number])))
+    wanted = live.for_tasks([number])
+    return _sse(live.fragments(ctx.request, ctx.app, produce, wanted, task_id=number))
 
 
 # ---------------------------------------------------------------- schedules
@@ -395,7 +393,7 @@ async def live_pipeline(ctx: CtxDep, pipeline_id: str) -> Response:
         return shown, still_open
 
     wanted = live.for_pipeline(number, [s.id for s in first.steps])
-    return _sse(live.fragments(ctx.request, ctx.app, produce, wanted))
+    return _sse(live.fragments(ctx.request, ctx.app, produce, wanted, pipeline_id=number))
 
 
 # ---------------------------------------------------------------- workers
@@ -405,6 +403,15 @@ async def live_pipeline(ctx: CtxDep, pipeline_id: str) -> Response:
 async def workers(ctx: Reader) -> Response:
     found = await _workers(ctx)
     return await render(ctx, "workers.html", page="workers", workers=found)
+
+
+@router.get("/workers/body")
+async def workers_body(ctx: CtxDep) -> Response:
+    """The workers table alone, polled by the page."""
+    if ctx.user is None:
+        return Response(status_code=401)
+    html = fragment(ctx, "partials/workers_body.html", workers=await _workers(ctx))
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
 # ---------------------------------------------------------------- audit

@@ -23,7 +23,7 @@ from nightcrew.values import MinuteCount
 
 # ---------------------------------------------------------------- finished per minute
 
-CHART_WIDTH = 720
+CHART_WIDTH = 960
 CHART_HEIGHT = 200
 _LEFT, _RIGHT, _TOP, _BOTTOM = 40, 8, 10, 26
 MINUTES = 60
