@@ -19,9 +19,9 @@ live (Server-Sent Events) instead of polling it::
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from nightcrew import (
@@ -33,7 +33,7 @@ from nightcrew import (
     actions,
     report_progress,
 )
-from nightcrew.contrib.fastapi import NightcrewFastAPI
+from nightcrew.contrib.fastapi import NightcrewDep, NightcrewFastAPI
 
 
 class BuildReport(MaintenanceTaskProcessor):
@@ -60,16 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     crew = NightcrewFastAPI(Nightcrew(settings), concurrency=10)
     app = FastAPI(title="reports", lifespan=crew.lifespan)
     crew.mount_admin(app, "/nightcrew")
-    CrewDep = Annotated[Nightcrew, Depends(crew.dependency)]
 
     @app.post("/reports")
-    async def make_report(body: ReportRequest, nc: CrewDep) -> dict[str, int]:
+    async def make_report(body: ReportRequest, nc: NightcrewDep) -> dict[str, int]:
         report = BuildReport(pages=body.pages, seconds_per_page=body.seconds_per_page)
         task = await acreate_maintenance_task(report, database=nc)
         return {"task": task.id}
 
     @app.get("/reports/{task_id}")
-    def show_report(task_id: int, nc: CrewDep) -> dict[str, Any]:
+    def show_report(task_id: int, nc: NightcrewDep) -> dict[str, Any]:
         view = actions.get(nc, task_id)
         return {"status": view.status.value, "progress": view.progress, "info": view.info}
 

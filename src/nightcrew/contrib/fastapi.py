@@ -15,7 +15,7 @@ loses a task::
     crew.mount_admin(app, "/nightcrew")     # the admin API, under the host's auth
 
     @app.post("/reports")
-    async def make_report(nc: Annotated[Nightcrew, Depends(crew.dependency)]) -> dict:
+    async def make_report(nc: NightcrewDep) -> dict:   # the app's Nightcrew
         task = await acreate_maintenance_task(Report(), database=nc)
         return {"task": task.id}
 
@@ -30,7 +30,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
 
 from nightcrew.api.app import mount_admin as _mount_admin
 from nightcrew.api.auth import Authenticator
@@ -47,7 +49,9 @@ class NightcrewFastAPI:
     """A `Nightcrew` app wired into a FastAPI (or Starlette) application's lifespan.
 
     The worker exists while the host app runs (``worker`` is it, None otherwise). With
-    ``close_app`` the `Nightcrew` is closed after the worker stopped.
+    ``close_app`` the `Nightcrew` is closed after the worker stopped. With ``live`` the
+    live events hub starts with the app (events are then built for every transition of
+    the app's worker, which a stream needs anyway).
     """
 
     def __init__(
@@ -59,8 +63,10 @@ class NightcrewFastAPI:
         concurrency: int | None = None,
         queue_limits: dict[str, int] | None = None,
         close_app: bool = True,
+        live: bool = True,
     ) -> None:
         self.app = app
+        self.live = live
         self.run_worker = worker
         self.queues = queues
         self.concurrency = concurrency
@@ -86,7 +92,10 @@ class NightcrewFastAPI:
                 await self.app.aclose()
 
     async def start(self) -> None:
-        """Start the worker as a task of the running loop (done by `lifespan`)."""
+        """Start the worker as a task of the running loop (done by `lifespan`), and with
+        ``live`` the hub of live events, so ``/events`` can resume from the app's start."""
+        if self.live:
+            self.app.live.hub()
         if not self.run_worker or self._task is not None:
             return
         self.worker = self.app.worker(
@@ -140,9 +149,21 @@ class NightcrewFastAPI:
         return _mount_admin(host, prefix, app=self.app, auth=auth, **options)
 
 
+def nightcrew_of(request: Request) -> Nightcrew:
+    """The `Nightcrew` of the host app serving ``request`` (set by the lifespan)."""
+    found = getattr(request.app.state, "nightcrew", None)
+    if not isinstance(found, Nightcrew):
+        raise RuntimeError("the host app's lifespan did not run NightcrewFastAPI.lifespan")
+    return found
+
+
+#: A route parameter receiving the host app's `Nightcrew` (to enqueue with).
+NightcrewDep = Annotated[Nightcrew, Depends(nightcrew_of)]
+
+
 def mount_admin(host: Any, prefix: str = "/nightcrew", **options: Any) -> Any:
     """`nightcrew.api.mount_admin`, here for discoverability."""
     return _mount_admin(host, prefix, **options)
 
 
-__all__ = ["NightcrewFastAPI", "mount_admin"]
+__all__ = ["NightcrewDep", "NightcrewFastAPI", "mount_admin", "nightcrew_of"]
