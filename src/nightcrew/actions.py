@@ -41,6 +41,7 @@ from nightcrew.errors import (
     InvalidTransition,
     NightcrewError,
     PayloadTooLarge,
+    PipelineNotFound,
     ProcessorNotAllowed,
     ScheduleExists,
     ScheduleNotFound,
@@ -524,25 +525,47 @@ def get_pipeline(app: Nightcrew, pipeline_id: int) -> PipelineDetail:
     return app.store.run(pipeline_ops.pipeline_detail, pipeline_id)
 
 
-def cancel_pipeline(app: Nightcrew, pipeline_id: int, *, actor: str = PYTHON_ACTOR) -> PipelineView:
+def cancel_pipeline(
+    app: Nightcrew, pipeline_id: int, *, actor: str = PYTHON_ACTOR, client: str | None = None
+) -> PipelineView:
     """CANCELLED now: waiting steps are cancelled at once, running ones asked to stop."""
-    return app.store.run_as(actor, pipeline_ops.cancel_pipeline, pipeline_id)
+    entry = AuditRecord(
+        actor, "pipeline.cancel", f"pipeline:{pipeline_id}", None, "ok", client=client
+    )
+    return run_audited(app, entry, lambda tx: pipeline_ops.cancel_pipeline(tx, pipeline_id))
 
 
 def retry_step(
-    app: Nightcrew, pipeline_id: int, step: str, *, actor: str = PYTHON_ACTOR
+    app: Nightcrew,
+    pipeline_id: int,
+    step: str,
+    *,
+    actor: str = PYTHON_ACTOR,
+    client: str | None = None,
 ) -> TaskView:
     """Run a failed step again; the steps its failure cancelled are re-armed and the
     pipeline reopens."""
-    task_id = app.store.run(pipeline_ops.step_id, pipeline_id, step)
-    return app.store.run_as(actor, ops.retry, task_id)
+    entry = AuditRecord(
+        actor,
+        "pipeline.retry_step",
+        f"pipeline:{pipeline_id}",
+        {"step": _clean_text(step)},
+        "ok",
+        client=client,
+    )
+
+    def plan(tx: Tx) -> Plan[TaskView]:
+        task_id = yield from pipeline_ops.step_id(tx, pipeline_id, step)
+        return (yield from ops.retry(tx, task_id))
+
+    return run_audited(app, entry, plan)
 
 
 # ---------------------------------------------------------------- schedules
 
 #: A schedule action refused for its input (an unknown or taken name, a bad trigger or
 #: option) is a refusal in the audit log too.
-REFUSALS = (*REFUSALS, ScheduleNotFound, ScheduleExists, ConfigurationError)
+REFUSALS = (*REFUSALS, ScheduleNotFound, ScheduleExists, ConfigurationError, PipelineNotFound)
 
 
 def list_schedules(

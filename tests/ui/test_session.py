@@ -255,3 +255,28 @@ def test_every_process_on_a_database_shares_the_generated_session_key(
         ):
             other.cookies.set("nightcrew_ui", cookie)
             assert other.get("/ui/").status_code == 303  # signed with another key
+
+
+def test_pipeline_actions_from_the_dashboard_are_audited(ui: UiEnv) -> None:
+    from nightcrew.pipelines import Pipeline
+
+    p = Pipeline("audited")
+    first = p.add(Echo(value=1), name="first")
+    p.add(Echo(value=2), name="second", depends_on=[first])
+    pipeline_id = p.enqueue(database=ui.app)
+    csrf = sign_in(ui.client, ui.tokens[Role.OPERATOR])
+    page = ui.client.get(f"/ui/pipelines/{pipeline_id}")
+    assert page.text.count('class="node ') == 2
+    response = ui.client.post(f"/ui/pipelines/{pipeline_id}/cancel", data={"csrf": csrf})
+    assert response.status_code == 303
+    assert actions.get_pipeline(ui.app, pipeline_id).pipeline.status == "CANCELLED"
+    response = ui.client.post(
+        f"/ui/pipelines/{pipeline_id}/retry", data={"csrf": csrf, "step": "second"}
+    )
+    assert response.status_code == 303
+    entries = actions.list_audit(ui.app, AuditFilter(target=f"pipeline:{pipeline_id}")).records
+    assert [(e.action, e.outcome, e.client) for e in reversed(entries)] == [
+        ("pipeline.cancel", "ok", "testclient"),
+        ("pipeline.retry_step", "ok", "testclient"),
+    ]
+    assert actions.get_pipeline(ui.app, pipeline_id).pipeline.status in ("PENDING", "WORKING")

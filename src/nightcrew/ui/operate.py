@@ -243,7 +243,9 @@ async def cancel_pipeline(
 ) -> Response:
     number = _pipeline_id(pipeline_id)
     try:
-        await run_in_threadpool(actions.cancel_pipeline, ctx.app, number, actor=ctx.actor)
+        await run_in_threadpool(
+            actions.cancel_pipeline, ctx.app, number, actor=ctx.actor, client=ctx.client
+        )
     except NightcrewError as exc:
         ctx.session.flash("error", f"pipeline {number}: {exc}")
     else:
@@ -260,7 +262,9 @@ async def retry_step(
     number = _pipeline_id(pipeline_id)
     step = _field(await form_of(request), "step")
     try:
-        await run_in_threadpool(actions.retry_step, ctx.app, number, step, actor=ctx.actor)
+        await run_in_threadpool(
+            actions.retry_step, ctx.app, number, step, actor=ctx.actor, client=ctx.client
+        )
     except NightcrewError as exc:
         ctx.session.flash("error", f"step {step}: {exc}")
     else:
