@@ -18,6 +18,10 @@ from nightcrew.errors import ConfigurationError
 
 commands = typer.Typer()
 
+#: How long a stop waits for requests in flight (open event streams are then cut; the
+#: browser reconnects to the next server by itself).
+SHUTDOWN_SECONDS = 5
+
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ::1)."""
@@ -65,6 +69,8 @@ def serve(
             )
         api = create_api(app, cors_origins=tuple(cors_origin or ()))
         # The access log shows method, path and status, never headers: tokens stay out.
+        # Event streams (the dashboard's live pages, /api/v1/events) never end by
+        # themselves: without a bound, one open page would hold a stop until it closed.
         uvicorn.run(
             api,
             host=host,
@@ -72,4 +78,5 @@ def serve(
             log_level=log_level.lower(),
             server_header=False,
             proxy_headers=False,
+            timeout_graceful_shutdown=SHUTDOWN_SECONDS,
         )
