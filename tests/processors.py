@@ -330,3 +330,14 @@ class SyncCollectResults(MaintenanceTaskProcessor):
         from nightcrew import dependency_results
 
         return {"results": dependency_results()}
+
+
+class Timed(MaintenanceTaskProcessor):
+    """Records when its body started and ended (epoch seconds), in its result."""
+
+    seconds: float = 0.0
+
+    async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        started = time.time()
+        await asyncio.sleep(self.seconds)
+        return {"started": started, "ended": time.time()}

@@ -192,30 +192,39 @@ class TaskStore(ABC):
             self._compiled[id(stmt)] = entry
         return entry[1]
 
-    async def _rows(self, role: str, stmt: Executable, params: dict[str, Any]) -> list[Any]:
+    async def _rows(
+        self, role: str, stmt: Executable, make: Callable[[datetime], dict[str, Any]]
+    ) -> tuple[list[Any], datetime]:
+        """Run a hot statement; its parameters are made by ``make(now)`` at the moment it
+        runs (on SQLite once the write lock is taken: a claim that waited for another
+        process records when it really started, and leases are as long as meant)."""
         compiled = self.compiled(stmt)
+
+        def params(now: datetime) -> dict[str, Any]:
+            return {**compiled.constants, **self._bind(make(now))}
+
         with driver_errors():
-            return await self._fetch(role, compiled.sql, {**compiled.constants, **params})
+            return await self._fetch(role, compiled.sql, params)
 
     async def claim(self, request: ClaimRequest) -> list[ClaimedTask]:
         """Lease up to ``request.limit`` due tasks to ``request.token``, in claim order."""
-        now = utcnow()
         queues = request.queues
         queue_count = 0 if not queues else min(len(queues), 2)
-        params: dict[str, Any] = {
-            "now": now,
-            "limit": request.limit,
-            "token": request.token,
-            "lease_until": now + timedelta(seconds=request.lease_seconds),
-        }
+        fixed: dict[str, Any] = {"limit": request.limit, "token": request.token}
         if queue_count == 1:
-            params["only_queue"] = queues[0]  # type: ignore[index]
+            fixed["only_queue"] = queues[0]  # type: ignore[index]
         elif queue_count == 2:
-            params["only_queues"] = list(queues)  # type: ignore[arg-type]
+            fixed["only_queues"] = list(queues)  # type: ignore[arg-type]
         if request.exclude:
-            params["except_queues"] = list(request.exclude)
+            fixed["except_queues"] = list(request.exclude)
+        lease = timedelta(seconds=request.lease_seconds)
+
+        def params(now: datetime) -> dict[str, Any]:
+            return {**fixed, "now": now, "lease_until": now + lease}
+
         stmt = st.claim_statement(self.dialect, queue_count, bool(request.exclude), request.spaced)
-        tasks = self._claimed(await self._rows("claim", stmt, self._bind(params)))
+        rows, now = await self._rows("claim", stmt, params)
+        tasks = self._claimed(rows)
         tasks.sort(key=lambda t: (-t.priority, t.created_at, t.id))
         pipelines = {t.pipeline_id for t in tasks if t.pipeline_id is not None}
         pipelines -= self._working_pipelines
@@ -225,18 +234,30 @@ class TaskStore(ABC):
                 self._working_pipelines.clear()
             self._working_pipelines |= pipelines
         if tasks and self.events.wants(EventKind.STARTED):
-            for t in tasks:
-                self.events.emit(
+            # Positional and in one emission: this runs for every claimed task.
+            kind, working = EventKind.STARTED, S.WORKING
+            self.events.emit_all(
+                [
                     TaskEvent(
-                        EventKind.STARTED,
+                        kind,
                         t.id,
                         now,
-                        status=S.WORKING,
-                        queue=t.queue,
-                        processor=t.processor_type,
-                        attempt=t.attempt,
+                        working,
+                        t.queue,
+                        t.processor_type,
+                        t.attempt,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        t.pipeline_id,
+                        t.schedule_name,
+                        (now - max(t.start_at, t.created_at)).total_seconds(),
                     )
-                )
+                    for t in tasks
+                ]
+            )
         return tasks
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[int]:
@@ -246,19 +267,21 @@ class TaskStore(ABC):
         Outcomes of pipeline steps are written in a transaction of their own that also
         moves the steps' dependents and pipelines (`pipeline_ops.finish_steps`).
         """
-        now = utcnow()
         d = self.dialect
         plain = [o for o in outcomes if o.claimed.pipeline_id is None]
         steps = [o for o in outcomes if o.claimed.pipeline_id is not None]
         written: list[int] = []
+        now = utcnow()
         if plain:
-            params = {"outcome": self._json(st.outcome_rows(d, plain, now)), "now": now}
-            rows = await self._rows("finish", st.finish_statement(d), self._bind(params))
+
+            def params(at: datetime) -> dict[str, Any]:
+                return {"outcome": self._json(st.outcome_rows(d, plain, at)), "now": at}
+
+            rows, now = await self._rows("finish", st.finish_statement(d), params)
             written += [row[0] for row in rows]
         if steps:
-            payload = self._json(st.outcome_rows(d, steps, now))
             with driver_errors():
-                written += await self.arun(pipeline_ops.finish_steps, payload, now, steps)
+                written += await self.arun(pipeline_ops.finish_steps, steps, self._json)
         self._announce_finishes(outcomes, written, now)
         return written
 
@@ -267,34 +290,42 @@ class TaskStore(ABC):
     ) -> None:
         bus = self.events
         done = set(written)
+        announced: list[TaskEvent] = []
         if len(done) < len(outcomes) and bus.wants(EventKind.FINISH_REJECTED):
             for o in outcomes:
                 if o.task_id not in done:
-                    bus.emit(self._event(EventKind.FINISH_REJECTED, o, now))
+                    announced.append(self._event(EventKind.FINISH_REJECTED, o, now))
         for kind in {FINISH_KINDS[o.status] for o in outcomes}:
             if bus.wants(kind):
                 for o in outcomes:
                     if FINISH_KINDS[o.status] is kind and o.task_id in done:
-                        bus.emit(self._event(kind, o, now))
+                        announced.append(self._event(kind, o, now))
+        if announced:
+            bus.emit_all(announced)
 
     @staticmethod
     def _event(kind: EventKind, o: Outcome, now: datetime) -> TaskEvent:
         claimed = o.claimed
-        info = o.info or {}
-        detail: dict[str, Any] | None = {
-            k: info[k] for k in ("error", "error_type", "retry_at") if k in info
-        } or None
+        info = o.info
+        detail: dict[str, Any] | None = None
+        if info:  # a no-op's None or {} skips the look-ups (the common case on a drain)
+            detail = {k: info[k] for k in ("error", "error_type", "retry_at") if k in info} or None
+        progress = o.progress
         return TaskEvent(
             kind,
             claimed.id,
             now,
-            status=o.status,
-            queue=claimed.queue,
-            processor=claimed.processor_type,
-            attempt=claimed.attempt,
-            progress=o.progress[0] if o.progress else None,
-            duration=o.duration,
-            detail=detail,
+            o.status,
+            claimed.queue,
+            claimed.processor_type,
+            claimed.attempt,
+            progress[0] if progress else None,
+            None,
+            o.duration,
+            None,
+            detail,
+            claimed.pipeline_id,
+            claimed.schedule_name,
         )
 
     async def heartbeat(
@@ -303,38 +334,40 @@ class TaskStore(ABC):
         """Extend the given leases (task id, claim token); returns the ones still held."""
         if not leases:
             return []
-        params = {
-            "lease": self._json([{"id": i, "token": t} for i, t in leases]),
-            "lease_until": utcnow() + timedelta(seconds=lease_seconds),
-        }
-        rows = await self._rows("upkeep", st.heartbeat_statement(self.dialect), self._bind(params))
+        lease = self._json([{"id": i, "token": t} for i, t in leases])
+        extra = timedelta(seconds=lease_seconds)
+
+        def params(now: datetime) -> dict[str, Any]:
+            return {"lease": lease, "lease_until": now + extra}
+
+        rows, _ = await self._rows("upkeep", st.heartbeat_statement(self.dialect), params)
         return [Held(int(row[0]), row[1] is not None) for row in rows]
 
     async def cancel_requests(self, leases: Sequence[tuple[int, str]]) -> list[int]:
         """The ids among these leases an operator asked to cancel."""
         if not leases:
             return []
-        params = {"lease": self._json([{"id": i, "token": t} for i, t in leases])}
+        lease = self._json([{"id": i, "token": t} for i, t in leases])
         stmt = st.cancel_requested_statement(self.dialect)
-        return [int(row[0]) for row in await self._rows("upkeep", stmt, params)]
+        rows, _ = await self._rows("upkeep", stmt, lambda _now: {"lease": lease})
+        return [int(row[0]) for row in rows]
 
     async def rescue(self, *, max_rescues: int, stale_after: float) -> list[Written]:
         """Hand back abandoned WORKING tasks (see `statements.rescue_statement`)."""
-        now = utcnow()
-        params = {
-            "now": now,
-            "stale_before": now - timedelta(seconds=stale_after),
-            "max_rescues": max_rescues,
-        }
-        rows = await self._rows("upkeep", st.rescue_statement(self.dialect), self._bind(params))
+        stale = timedelta(seconds=stale_after)
+
+        def params(now: datetime) -> dict[str, Any]:
+            return {"now": now, "stale_before": now - stale, "max_rescues": max_rescues}
+
+        rows, now = await self._rows("upkeep", st.rescue_statement(self.dialect), params)
         rescued = [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
         ended = [(int(r[0]), S(r[1]), int(r[6]), bool(r[7])) for r in rows if r[6] is not None]
         ended = [step for step in ended if step[1].is_final]
         if ended:  # steps the rescue gave up on move their dependents and pipelines
             await self.arun(pipeline_ops.settle, ended)
         if rows and self.events.wants(EventKind.RESCUED):
-            for r in rows:
-                self.events.emit(
+            self.events.emit_all(
+                [
                     TaskEvent(
                         EventKind.RESCUED,
                         int(r[0]),
@@ -344,38 +377,44 @@ class TaskStore(ABC):
                         processor=str(r[3]),
                         attempt=int(r[4]),
                         detail={"rescues": int(r[5])},
+                        pipeline_id=None if r[6] is None else int(r[6]),
                     )
-                )
+                    for r in rows
+                ]
+            )
         return rescued
 
     async def save_progress(self, updates: Sequence[ProgressUpdate]) -> None:
         """Write the latest progress of running tasks, fenced by each claim's token."""
         if not updates:
             return
-        now = utcnow()
-        params = {
-            "report": self._json(
-                [
-                    {"id": u.task_id, "token": u.token, "progress": u.percent, "message": u.message}
-                    for u in updates
-                ]
-            ),
-            "now": now,
-        }
-        await self._rows("upkeep", st.progress_statement(self.dialect), self._bind(params))
+        report = self._json(
+            [
+                {"id": u.task_id, "token": u.token, "progress": u.percent, "message": u.message}
+                for u in updates
+            ]
+        )
+        stmt = st.progress_statement(self.dialect)
+        _, now = await self._rows("upkeep", stmt, lambda at: {"report": report, "now": at})
         if self.events.wants(EventKind.PROGRESS):
-            for u in updates:
-                self.events.emit(
-                    TaskEvent(
-                        EventKind.PROGRESS,
-                        u.task_id,
-                        now,
-                        status=S.WORKING,
-                        attempt=u.attempt,
-                        progress=u.percent,
-                        message=u.message,
-                    )
-                )
+            self.events.emit_all([self._progress_event(u, now) for u in updates])
+
+    @staticmethod
+    def _progress_event(u: ProgressUpdate, now: datetime) -> TaskEvent:
+        c = u.claimed
+        return TaskEvent(
+            EventKind.PROGRESS,
+            u.task_id,
+            now,
+            status=S.WORKING,
+            queue=None if c is None else c.queue,
+            processor=None if c is None else c.processor_type,
+            attempt=u.attempt,
+            progress=u.percent,
+            message=u.message,
+            pipeline_id=None if c is None else c.pipeline_id,
+            schedule=None if c is None else c.schedule_name,
+        )
 
     # ------------------------------------------------------------ wake-ups
 
@@ -393,8 +432,11 @@ class TaskStore(ABC):
         """The SQLAlchemy dialect the hot statements are compiled for."""
 
     @abstractmethod
-    async def _fetch(self, role: str, sql: str, params: dict[str, Any]) -> list[Any]:
-        """Run one statement on the transport's connection for ``role``; its rows."""
+    async def _fetch(
+        self, role: str, sql: str, params: Callable[[datetime], dict[str, Any]]
+    ) -> tuple[list[Any], datetime]:
+        """Run one statement on the transport's connection for ``role``, with the
+        parameters ``params(now)`` makes just before it runs; its rows, and that now."""
 
     @abstractmethod
     def _bind(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ rescue that gave up on a task.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -166,11 +166,12 @@ def _dumps(value: Any) -> str:
 
 
 def finish_steps(
-    tx: Tx, payload: str, now: datetime, outcomes: Sequence[Outcome]
+    tx: Tx, outcomes: Sequence[Outcome], encode: Callable[[Any], str]
 ) -> Plan[list[int]]:
-    """Write pipeline steps' outcomes (``payload``: `statements.outcome_rows`, encoded) and
-    settle the ones that reached a final status, in one transaction."""
-    result = yield st.finish_statement(tx.dialect), {"outcome": payload, "now": now}
+    """Write pipeline steps' outcomes and settle the ones that reached a final status, in
+    one transaction (``encode``: the store's JSON encoder for the outcome rows)."""
+    payload = encode(st.outcome_rows(tx.dialect, outcomes, tx.now))
+    result = yield st.finish_statement(tx.dialect), {"outcome": payload, "now": tx.now}
     written = {int(row[0]) for row in tuples(result)}
     final = [
         (o.task_id, o.status, o.claimed.pipeline_id, o.claimed.critical)

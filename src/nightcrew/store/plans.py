@@ -40,8 +40,16 @@ class Tx:
 
     dialect: Dialect
     actor: str | None = None
-    now: datetime = field(default_factory=utcnow)
     events: list[TaskEvent] = field(default_factory=list)
+    _now: datetime | None = None
+
+    @property
+    def now(self) -> datetime:
+        """The transaction's clock, read on first use: inside the transaction, so on SQLite
+        after the write lock was taken (a wait for another process is not in the times)."""
+        if self._now is None:
+            self._now = utcnow()
+        return self._now
 
     def emit(
         self,

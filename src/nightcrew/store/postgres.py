@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine.interfaces import Dialect as SADialect
 
+from nightcrew.models import utcnow
 from nightcrew.store.base import TaskStore
 from nightcrew.store.failures import driver_errors
 from nightcrew.store.notices import CHANNEL, Notice, parse_payload
@@ -101,10 +103,13 @@ class PostgresStore(TaskStore):
             self._conns[role] = conn
         return conn
 
-    async def _fetch(self, role: str, sql: str, params: dict[str, Any]) -> list[Any]:
+    async def _fetch(
+        self, role: str, sql: str, params: Callable[[datetime], dict[str, Any]]
+    ) -> tuple[list[Any], datetime]:
         conn = await self._connection(role)
+        now = utcnow()
         try:
-            cur = await conn.execute(sql, params)
+            cur = await conn.execute(sql, params(now))
             rows: list[Any] = await cur.fetchall() if cur.description else []
         except BaseException:
             # Lost, or interrupted mid-statement (cancelled): its state is unknown.
@@ -112,7 +117,7 @@ class PostgresStore(TaskStore):
             with contextlib.suppress(Exception):
                 await conn.close()
             raise
-        return rows
+        return rows, now
 
     @property
     def backend_pids(self) -> dict[str, int]:

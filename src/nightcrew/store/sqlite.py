@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from sqlalchemy.engine.interfaces import Dialect as SADialect
 from sqlalchemy.sql.expression import FromClause
 
 from nightcrew.errors import ConfigurationError
+from nightcrew.models import utcnow
 from nightcrew.store.base import TaskStore
 from nightcrew.store.database import configure_sqlite_connection
 from nightcrew.store.statements import CLAIM_TIME_COLUMNS, stored_timestamp
@@ -93,21 +95,27 @@ class SqliteStore(TaskStore):
         configure_sqlite_connection(conn)
         return conn
 
-    def _transact(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        """One statement in one immediate transaction, in the store's thread."""
+    def _transact(
+        self, sql: str, params: Callable[[datetime], dict[str, Any]]
+    ) -> tuple[list[Any], datetime]:
+        """One statement in one immediate transaction, in the store's thread; its
+        parameters are made once the write lock is held (see `TaskStore._rows`)."""
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = conn.execute(sql, params).fetchall()
+            now = utcnow()
+            rows = conn.execute(sql, params(now)).fetchall()
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        return rows
+        return rows, now
 
-    async def _fetch(self, role: str, sql: str, params: dict[str, Any]) -> list[Any]:
+    async def _fetch(
+        self, role: str, sql: str, params: Callable[[datetime], dict[str, Any]]
+    ) -> tuple[list[Any], datetime]:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="nightcrew-sqlite")
         loop = asyncio.get_running_loop()
