@@ -170,10 +170,16 @@ class EventBus:
                         subscriber(event)
                     except Exception:
                         log.exception("event subscriber failed", extra={"kind": event.kind.value})
+        present: set[EventKind] | None = None
         for batch_subscriber, kinds in tuple(self._batch):
-            chosen = batch if kinds is None else [e for e in batch if e.kind in kinds]
-            if not chosen:
-                continue
+            chosen = batch
+            if kinds is not None:
+                if present is None:  # an emission has one kind or few: look once
+                    present = {e.kind for e in batch}
+                if present.isdisjoint(kinds):
+                    continue
+                if not present <= kinds:
+                    chosen = [e for e in batch if e.kind in kinds]
             try:
                 batch_subscriber(chosen)
             except Exception:

@@ -33,6 +33,7 @@ from typing import Any
 
 from nightcrew.errors import NightcrewError
 from nightcrew.events import EventBus, EventKind, TaskEvent
+from nightcrew.live.publisher import LISTENERS_CHECK_SECONDS
 from nightcrew.live.wire import LiveEvent, decode, from_row, rows_of
 from nightcrew.store.event_transport import EventTransport
 
@@ -42,6 +43,8 @@ log = logging.getLogger("nightcrew.live")
 RING_SIZE = 20_000
 #: Events a subscription may hold unread before it falls back on the ring.
 MAX_PENDING = 10_000
+#: Beyond the publishers' check interval: their query, and a loaded machine.
+NOTICE_MARGIN = 0.3
 #: Backoff of the receiving thread after its connection failed: first and longest wait.
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0
 
@@ -156,6 +159,7 @@ class Hub:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._scope: str | None = None
+        self._noticed_at: float | None = None
         self._thread: threading.Thread | None = None
         self._unsubscribe = bus.subscribe_batches(self._on_local)
         if transport.crosses_processes:
@@ -165,7 +169,12 @@ class Hub:
             self._thread.start()
 
     async def ready(self, within: float = 10.0) -> bool:
-        """Wait until events of other processes are being received (True), or give up."""
+        """Wait until events of other processes are being received (True), or give up.
+
+        The first time, also as long as publishers take to notice a new receiver
+        (`nightcrew.live.publisher.LISTENERS_CHECK_SECONDS`): after that, nothing another
+        process does is missed.
+        """
         if self._thread is None:
             return True
         deadline = time.monotonic() + within
@@ -173,6 +182,11 @@ class Hub:
             if time.monotonic() > deadline or self._stop.is_set():
                 return False
             await asyncio.sleep(0.01)
+        if self._noticed_at is None:
+            self._noticed_at = time.monotonic() + LISTENERS_CHECK_SECONDS + NOTICE_MARGIN
+        wait = self._noticed_at - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         return True
 
     # ---------------------------------------------------------------- subscribing

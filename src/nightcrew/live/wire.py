@@ -1,11 +1,11 @@
 """Live events on the wire: `LiveEvent`, and the compact payloads processes exchange.
 
-A payload is one JSON text: ``{"v": 1, "s": scope, "o": origin, "e": [row, ...]}`` where
-each row is a list of the event's fields in `FIELDS` order. Rows carry ids, kind, status,
-progress, queue, processor, pipeline and schedule, and a few short strings (the progress
-message, an error's first `MAX_TEXT` characters); anything larger is read by task id.
-`encode` packs rows into payloads of at most `MAX_PAYLOAD` bytes, well under PostgreSQL's
-8,000-byte NOTIFY limit, by construction: a row alone is at most a few kilobytes.
+A payload is one JSON text: ``{"v": 2, "s": scope, "o": origin, "g": [group, ...]}`` (see
+`encode` for a group). Events carry ids, kind, status, progress, queue, processor,
+pipeline and schedule, and a few short strings (the progress message, an error's first
+`MAX_TEXT` characters); anything larger is read by task id. Payloads are at most
+`MAX_PAYLOAD` bytes, well under PostgreSQL's 8,000-byte NOTIFY limit, by construction: one
+event alone is at most a few kilobytes.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from nightcrew.events import EventKind, TaskEvent
 MAX_PAYLOAD = 7000
 #: Longest text of a detail value on the wire (error messages are cut there).
 MAX_TEXT = 300
-#: Rows packed per payload before its size is checked.
-ROWS_PER_PAYLOAD = 48
-VERSION = 1
+#: Room for groups in a payload (the rest is the header and brackets).
+GROUP_BUDGET = MAX_PAYLOAD - 400
+VERSION = 2
 
 FIELDS = (
     "kind",
@@ -117,24 +117,33 @@ def _short(detail: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def _row(e: TaskEvent) -> list[Any]:
-    status = e.status
+def _row(e: TaskEvent, at: float) -> list[Any]:
+    # Hot: a drain encodes two events per task. The enums are str subclasses, which JSON
+    # writes as their values; ``at`` is the emission's, converted once per batch.
+    detail = e.detail
+    pipeline_id, schedule = e.pipeline_id, e.schedule
+    if detail:
+        if pipeline_id is None:
+            pipeline_id = _detail_int(detail, "pipeline_id")
+        if schedule is None:
+            schedule = _detail_str(detail, "schedule")
+        detail = _short(detail)
     return [
-        e.kind.value,
+        e.kind,
         e.task_id,
-        round(e.at.timestamp(), 6),
-        None if status is None else status.value,
+        at,
+        e.status,
         e.queue,
         e.processor,
         e.attempt,
         e.progress,
         e.message,
-        None if e.duration is None else round(e.duration, 6),
-        e.pipeline_id if e.pipeline_id is not None else _detail_int(e.detail, "pipeline_id"),
-        e.schedule if e.schedule is not None else _detail_str(e.detail, "schedule"),
+        e.duration,
+        pipeline_id,
+        schedule,
         e.actor,
-        _short(e.detail),
-        None if e.waited is None else round(e.waited, 6),
+        detail or None,
+        e.waited,
     ]
 
 
@@ -148,23 +157,97 @@ def _detail_str(detail: dict[str, Any] | None, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _column(values: list[Any]) -> list[Any] | None:
+    """A per-event column, or None when every value is None (most columns of a drain)."""
+    for value in values:
+        if value is not None:
+            return values
+    return None
+
+
+def _micros(values: list[float | None]) -> list[int | None] | None:
+    """Seconds as whole microseconds: an integer is written in a tenth of a float's time."""
+    if _column(values) is None:
+        return None
+    return [None if v is None else int(v * 1_000_000) for v in values]
+
+
+def _group_json(shared: list[Any], members: Sequence[TaskEvent]) -> list[str]:
+    """One group's JSON, split so that each part fits in a payload."""
+    columns = [
+        [e.task_id for e in members],
+        _column([e.attempt for e in members]),
+        _column([e.progress for e in members]),
+        _column([e.message for e in members]),
+        _micros([e.duration for e in members]),
+        _column([_short(e.detail) if e.detail else None for e in members]),
+        _micros([e.waited for e in members]),
+    ]
+    text = json.dumps(shared + columns, separators=(",", ":"))
+    if len(text) <= GROUP_BUDGET:
+        return [text]
+    if len(members) == 1:  # long texts escaped (non-ASCII): cut them rather than lose it
+        e = members[0]
+        columns[3] = None if e.message is None else [e.message[:100]]
+        columns[5] = None
+        return [json.dumps(shared + columns, separators=(",", ":"))]
+    middle = len(members) // 2
+    return _group_json(shared, members[:middle]) + _group_json(shared, members[middle:])
+
+
 def encode(events: Sequence[TaskEvent], scope: str, origin: str) -> list[str]:
-    """Payloads for ``events``, in order, each at most `MAX_PAYLOAD` bytes."""
+    """Payloads for ``events``, each at most `MAX_PAYLOAD` bytes.
+
+    Events sharing kind, time, status, queue, processor, actor, pipeline and schedule (a
+    batch of finishes, a claim) are one *group*: those values once, then a column per
+    per-event field (task ids, attempts, ...; a column with no value is ``null``; durations
+    and waits in whole microseconds). A drain's
+    events cost a few list items each, not an object each. Order is kept per task: one
+    emission holds at most one event per task, and groups follow their first event.
+    """
+    groups: dict[tuple[Any, ...], list[TaskEvent]] = {}
+    for e in events:
+        pipeline_id, schedule = e.pipeline_id, e.schedule
+        detail = e.detail
+        if detail:
+            if pipeline_id is None:
+                pipeline_id = _detail_int(detail, "pipeline_id")
+            if schedule is None:
+                schedule = _detail_str(detail, "schedule")
+        key = (e.kind, e.at, e.status, e.queue, e.processor, e.actor, pipeline_id, schedule)
+        members = groups.get(key)
+        if members is None:
+            groups[key] = [e]
+        else:
+            members.append(e)
     head = json.dumps({"v": VERSION, "s": scope, "o": origin}, separators=(",", ":"))[:-1]
-    rows = [_row(e) for e in events]
+    head += ',"g":['
     payloads: list[str] = []
-
-    def pack(part: list[list[Any]]) -> None:
-        text = f'{head},"e":{json.dumps(part, separators=(",", ":"))}}}'
-        if len(text.encode()) <= MAX_PAYLOAD or len(part) == 1:
-            payloads.append(text)
-            return
-        middle = len(part) // 2
-        pack(part[:middle])
-        pack(part[middle:])
-
-    for start in range(0, len(rows), ROWS_PER_PAYLOAD):
-        pack(rows[start : start + ROWS_PER_PAYLOAD])
+    parts: list[str] = []
+    size = len(head)
+    stamps: dict[int, float] = {}
+    for (
+        kind,
+        at,
+        status,
+        queue,
+        processor,
+        actor,
+        pipeline_id,
+        schedule,
+    ), members in groups.items():
+        stamp = stamps.get(id(at))
+        if stamp is None:
+            stamp = stamps[id(at)] = at.timestamp()
+        shared = [kind, stamp, status, queue, processor, actor, pipeline_id, schedule]
+        for text in _group_json(shared, members):
+            if parts and size + len(text) + 3 > GROUP_BUDGET:
+                payloads.append(head + ",".join(parts) + "]}")
+                parts, size = [], len(head)
+            parts.append(text)
+            size += len(text) + 1
+    if parts:
+        payloads.append(head + ",".join(parts) + "]}")
     return payloads
 
 
@@ -182,22 +265,51 @@ def decode(text: str, scope: str) -> Decoded | None:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("v") != VERSION or data.get("s") != scope:
             return None
-        rows = data["e"]
-        if not isinstance(rows, list):
-            return None
-        return Decoded(str(data.get("o", "")), [r for r in rows if _well_formed(r)])
-    except (ValueError, KeyError, TypeError):
+        rows: list[list[Any]] = []
+        for group in data["g"]:
+            rows += _expand(group)
+        return Decoded(str(data.get("o", "")), rows)
+    except (ValueError, KeyError, TypeError, IndexError):
         return None
 
 
-def _well_formed(row: Any) -> bool:
-    return (
-        isinstance(row, list)
-        and len(row) == len(FIELDS)
-        and row[0] in _KINDS
-        and isinstance(row[1], int)
-        and isinstance(row[2], int | float)
-    )
+def _expand(group: list[Any]) -> list[list[Any]]:
+    kind, at, status, queue, processor, actor, pipeline_id, schedule = group[:8]
+    ids, attempts, progress, messages, durations, details, waits = group[8:15]
+    if kind not in _KINDS or not isinstance(at, int | float) or not isinstance(ids, list):
+        return []
+    n = len(ids)
+    none = [None] * n
+
+    def col(values: Any) -> list[Any]:
+        return values if isinstance(values, list) and len(values) == n else none
+
+    def seconds(values: Any) -> list[Any]:
+        return [None if v is None else v / 1_000_000 for v in col(values)]
+
+    attempts, progress, messages = col(attempts), col(progress), col(messages)
+    durations, details, waits = seconds(durations), col(details), seconds(waits)
+    return [
+        [
+            kind,
+            task_id,
+            at,
+            status,
+            queue,
+            processor,
+            attempts[i],
+            progress[i],
+            messages[i],
+            durations[i],
+            pipeline_id,
+            schedule,
+            actor,
+            details[i],
+            waits[i],
+        ]
+        for i, task_id in enumerate(ids)
+        if isinstance(task_id, int)
+    ]
 
 
 def from_row(event_id: int, row: list[Any]) -> LiveEvent:
@@ -223,10 +335,13 @@ def from_row(event_id: int, row: list[Any]) -> LiveEvent:
     )
 
 
-def from_event(event_id: int, e: TaskEvent) -> LiveEvent:
-    """A local `TaskEvent` as a `LiveEvent` with ``event_id`` (the same fields a row has)."""
-    return from_row(event_id, _row(e))
-
-
 def rows_of(events: Iterable[TaskEvent]) -> list[list[Any]]:
-    return [_row(e) for e in events]
+    """Rows of events (one emission's share a time: converted once)."""
+    rows: list[list[Any]] = []
+    last_at: datetime | None = None
+    stamp = 0.0
+    for e in events:
+        if e.at is not last_at:
+            last_at, stamp = e.at, e.at.timestamp()
+        rows.append(_row(e, stamp))
+    return rows

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,22 @@ _JOURNAL_PRUNE = (
 )
 _JOURNAL_TAIL = "SELECT id, payload FROM nightcrew_live_events WHERE id > ? ORDER BY id LIMIT 1000"
 _JOURNAL_LAST = "SELECT coalesce(max(id), 0) FROM nightcrew_live_events"
+_READERS_DDL = (
+    "CREATE TABLE IF NOT EXISTS nightcrew_live_readers (origin TEXT PRIMARY KEY, seen_at REAL)"
+)
+_READER_SEEN = "INSERT OR REPLACE INTO nightcrew_live_readers (origin, seen_at) VALUES (?, ?)"
+_READER_GONE = "DELETE FROM nightcrew_live_readers WHERE origin = ?"
+_READERS_NOW = "SELECT count(*) FROM nightcrew_live_readers WHERE seen_at > ?"
+#: ``application_name`` of the connections that send, and of those that receive.
+SENDER_NAME = "nightcrew events"
+RECEIVER_NAME = "nightcrew events listener"
+_PG_LISTENED = (
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity "
+    "WHERE application_name = %s AND datname = current_database())"
+)
+#: A journal reader refreshes its row this often; older than `READER_STALE` is gone.
+READER_BEAT = 1.0
+READER_STALE = 5.0
 
 
 class EventTransport:
@@ -72,6 +90,10 @@ class EventTransport:
 
     def send(self, payloads: list[str]) -> None:
         """Deliver payloads, in order (blocking; the publisher's thread calls this)."""
+
+    def listened(self) -> bool:
+        """Whether any process receives now (publishers skip their work otherwise)."""
+        return True
 
     def receive(
         self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
@@ -94,15 +116,25 @@ class PostgresChannel(EventTransport):
         self._scope: str | None = None
         self._lock = threading.Lock()
 
-    def _connect(self) -> Any:
+    def _connect(self, name: str = SENDER_NAME) -> Any:
         import psycopg
 
         with driver_errors():
             conn = psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
             )
-            conn.execute("SET application_name = 'nightcrew events'")
+            conn.execute(f"SET application_name = '{name}'")
         return conn
+
+    def listened(self) -> bool:
+        """A receiving connection exists on this database (its ``application_name``, which
+        ``pg_stat_activity`` shows every role)."""
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            with driver_errors():
+                row = self._conn.execute(_PG_LISTENED, (RECEIVER_NAME,)).fetchone()
+        return bool(row and row[0])
 
     def scope(self) -> str:
         if self._scope is None:
@@ -137,7 +169,7 @@ class PostgresChannel(EventTransport):
     ) -> None:
         """One ``LISTEN`` connection; notifications are read in batches (whatever arrived
         within 5 ms of the first) so a busy channel costs one hand-over per batch."""
-        conn = self._connect()
+        conn = self._connect(RECEIVER_NAME)
         try:
             with driver_errors():
                 conn.execute(f"LISTEN {EVENTS_CHANNEL}")
@@ -173,6 +205,7 @@ def _journal(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")  # live events are not kept across a crash
     conn.execute(_JOURNAL_DDL)
+    conn.execute(_READERS_DDL)
     return conn
 
 
@@ -205,15 +238,28 @@ class SqliteJournal(EventTransport):
                 raise
             conn.execute("COMMIT")
 
+    def listened(self) -> bool:
+        with self._lock:
+            if self._conn is None:
+                self._conn = _journal(self.path)
+            (count,) = self._conn.execute(_READERS_NOW, (time.time() - READER_STALE,)).fetchone()
+        return bool(count)
+
     def receive(
         self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
     ) -> None:
         conn = _journal(self.path)
+        me = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
         try:
+            conn.execute(_READER_SEEN, (me, time.time()))
             (last,) = conn.execute(_JOURNAL_LAST).fetchone()
             (version,) = conn.execute("PRAGMA data_version").fetchone()
             ready.set()
+            beat = time.monotonic()
             while not stop.wait(TAIL_INTERVAL):
+                if time.monotonic() - beat >= READER_BEAT:
+                    beat = time.monotonic()
+                    conn.execute(_READER_SEEN, (me, time.time()))  # ours: no version change
                 (now_version,) = conn.execute("PRAGMA data_version").fetchone()
                 if now_version == version:
                     continue
@@ -225,6 +271,8 @@ class SqliteJournal(EventTransport):
                     last = rows[-1][0]
                     deliver([payload for _, payload in rows])
         finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(_READER_GONE, (me,))
             conn.close()
 
     def close(self) -> None:
