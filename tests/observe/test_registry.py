@@ -120,3 +120,7 @@ def test_stats_counts_by_status_and_queue_with_workers_alive(
     assert doc["finished_last_hour"]["total"] == 0
     table = run_cli(backend, "stats")
     assert table.returncode == 0 and "workers alive: 1" in table.stdout
+    _, token = actions.create_token(app, "stats-reader", "viewer")
+    with TestClient(create_api(app)) as client:
+        body = client.get("/api/v1/stats", headers={"Authorization": f"Bearer {token}"}).json()
+    assert body["workers_alive"] == 1 and body["by_status"]["PENDING"] == 3

@@ -319,9 +319,11 @@ class Stats(BaseModel):
     by_processor: dict[str, dict[str, int]]
     oldest_pending_seconds: float | None
     finished_per_minute: list[MinuteFinished]
+    #: Workers whose registry heartbeat is fresh (null: not read).
+    workers_alive: int | None = None
 
     @classmethod
-    def of(cls, stats: TaskStats) -> Stats:
+    def of(cls, stats: TaskStats, workers_alive: int | None = None) -> Stats:
         def plain(counts: dict[MaintenanceTaskStatus, int]) -> dict[str, int]:
             return {s.value: n for s, n in counts.items()}
 
@@ -337,6 +339,7 @@ class Stats(BaseModel):
                 )
                 for m in stats.finished_per_minute
             ],
+            workers_alive=workers_alive,
         )
 
 

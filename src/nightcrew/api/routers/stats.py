@@ -18,5 +18,6 @@ router = APIRouter(tags=["stats"])
 @router.get("/stats", openapi_extra=role_extra(Role.VIEWER), summary="Task statistics")
 def stats(app: NightcrewDep, _caller: Annotated[Principal, Depends(require(Role.VIEWER))]) -> Stats:
     """Read in one transaction: the counts scan the table once (grouped by status, queue
-    and processor together); the finishes walk the index of the last hour's rows only."""
-    return Stats.of(actions.stats(app))
+    and processor together); the finishes walk the index of the last hour's rows only.
+    ``workers_alive`` counts the worker registry's fresh rows (one indexed count)."""
+    return Stats.of(actions.stats(app), actions.workers_alive(app))
