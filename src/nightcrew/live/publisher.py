@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from nightcrew.events import EventBus, TaskEvent
+from nightcrew.events import EventBus, EventKind, TaskEvent
 from nightcrew.live.wire import encode
 from nightcrew.store.event_transport import EventTransport
 
@@ -98,7 +98,12 @@ class Publisher:
         buffer = self._buffers.get(loop)
         if buffer is None:
             buffer = self._buffers[loop] = []
-            loop.call_later(LOOP_COALESCE_SECONDS, self._flush_loop, loop)
+            # Progress is what a client waits for: it goes at once (a worker writes it at
+            # most every 0.1 s); finishes and claims gather a little, to be encoded together.
+            if events[0].kind is EventKind.PROGRESS:
+                loop.call_soon(self._flush_loop, loop)
+            else:
+                loop.call_later(LOOP_COALESCE_SECONDS, self._flush_loop, loop)
         buffer.extend(events)
 
     def _flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:

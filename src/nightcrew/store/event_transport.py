@@ -65,8 +65,7 @@ _READERS_DDL = (
 _READER_SEEN = "INSERT OR REPLACE INTO nightcrew_live_readers (origin, seen_at) VALUES (?, ?)"
 _READER_GONE = "DELETE FROM nightcrew_live_readers WHERE origin = ?"
 _READERS_NOW = "SELECT count(*) FROM nightcrew_live_readers WHERE seen_at > ?"
-#: ``application_name`` of the connections that send, and of those that receive.
-SENDER_NAME = "nightcrew events"
+#: ``application_name`` of the connections that receive events.
 RECEIVER_NAME = "nightcrew events listener"
 _PG_LISTENED = (
     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity "
@@ -108,15 +107,18 @@ class EventTransport:
 
 
 class PostgresChannel(EventTransport):
-    """``pg_notify`` on `EVENTS_CHANNEL`, and ``LISTEN`` on it."""
+    """``pg_notify`` on `EVENTS_CHANNEL`, and ``LISTEN`` on it.
+
+    Sending borrows a pooled connection of the app's own engine (the one its enqueues just
+    used), so an app made for one enqueue opens no connection more to announce it.
+    """
 
     def __init__(self, database: Database) -> None:
+        self.database = database
         self._conninfo = conninfo(database.url)
-        self._conn: Any = None
         self._scope: str | None = None
-        self._lock = threading.Lock()
 
-    def _connect(self, name: str = SENDER_NAME) -> Any:
+    def _connect(self, name: str) -> Any:
         import psycopg
 
         with driver_errors():
@@ -126,43 +128,28 @@ class PostgresChannel(EventTransport):
             conn.execute(f"SET application_name = '{name}'")
         return conn
 
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        with driver_errors(), self.database.sync_autocommit_engine.connect() as conn:
+            return conn.exec_driver_sql(sql, params).first()
+
     def listened(self) -> bool:
         """A receiving connection exists on this database (its ``application_name``, which
         ``pg_stat_activity`` shows every role)."""
-        with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-            with driver_errors():
-                row = self._conn.execute(_PG_LISTENED, (RECEIVER_NAME,)).fetchone()
+        row = self._one(_PG_LISTENED, (RECEIVER_NAME,))
         return bool(row and row[0])
 
     def scope(self) -> str:
         if self._scope is None:
-            with self._lock:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self._connect()
-                row = self._conn.execute("SELECT current_schema()").fetchone()
-                self._scope = str(row[0]) if row and row[0] else ""
+            row = self._one("SELECT current_schema()")
+            self._scope = str(row[0]) if row and row[0] else ""
         return self._scope
 
     def send(self, payloads: list[str]) -> None:
-        if not payloads:
-            return
-        with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-            try:
-                with driver_errors():
-                    # unnest yields the array in order, so the notices go out in order.
-                    self._conn.execute(
-                        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                        (EVENTS_CHANNEL, payloads),
-                    )
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
-                raise
+        if payloads:  # unnest yields the array in order, so the notices go out in order
+            self._one(
+                "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p",
+                (EVENTS_CHANNEL, payloads),
+            )
 
     def receive(
         self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
@@ -183,13 +170,6 @@ class PostgresChannel(EventTransport):
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
 
 
 def journal_path(database: Database) -> Path | None:
