@@ -17,17 +17,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import func, select
 
 from nightcrew import MaintenanceTaskProcessor, MaintenanceTaskStatus, TaskOptions
 from nightcrew.app import Nightcrew
 from nightcrew.enqueue import create_maintenance_tasks
 from nightcrew.settings import Settings
 from nightcrew.store import ops
+from nightcrew.store import statements as st
 from nightcrew.values import TaskFilter, TaskView
 from tests.conftest import ROOT, TEST_MODULES, Backend
 from tests.fault_processors import MODULE
@@ -71,8 +74,26 @@ def enqueue(
     return ids
 
 
-def counts(app: Nightcrew) -> dict[MaintenanceTaskStatus, int]:
-    return app.store.run(ops.count_by_status)
+def counts(
+    app: Nightcrew, *, processor: str | None = None, ids: Collection[int] | None = None
+) -> dict[MaintenanceTaskStatus, int]:
+    """Tasks by status: of one processor class, or of some ids, or all.
+
+    A worker at default settings also runs nightcrew's own upkeep schedules, whose tasks
+    would otherwise be counted with a test's.
+    """
+    if processor is None and ids is None:
+        return app.store.run(ops.count_by_status)
+    stmt = select(st.T.c.status, func.count()).group_by(st.T.c.status)
+    if processor is not None:
+        stmt = stmt.where(st.T.c.processor_type == processor)
+    if ids is not None:
+        stmt = stmt.where(st.T.c.id.in_(list(ids)))
+    found = dict.fromkeys(MaintenanceTaskStatus, 0)
+    with app.database.sync_engine.connect() as conn:
+        for status, n in conn.execute(stmt):
+            found[MaintenanceTaskStatus(status)] = int(n)
+    return found
 
 
 def task(app: Nightcrew, task_id: int) -> TaskView:

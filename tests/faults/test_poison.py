@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import text, update
@@ -136,7 +135,9 @@ def test_poison_next_to_good_tasks_in_one_run_once(backend: Backend, tmp_path: P
         code = runner.wait(60)
         took = time.monotonic() - started
         assert code == 0, procs.logs()
-        assert took < 20, f"run --once took {took:.1f}s"
+        # Seconds (~3 s idle, mostly the interpreter starting), not a wedged retry loop;
+        # allow for a machine loaded by the rest of the suite.
+        assert took < 30, f"run --once took {took:.1f}s"
         assert f"{len(ids)} task(s) processed" in runner.out(), runner.out()
         _check(backend, app, ids)
         assert "Traceback" not in runner.err(), runner.err()
@@ -152,7 +153,10 @@ def test_a_worker_fed_poison_keeps_going_and_stops_on_sigterm(
     with app_for(backend) as app, processes(tmp_path) as procs:
         worker = procs.worker(env)
         ids = _poison(app, backend, log, "worker")
-        done: Callable[[], bool] = lambda: sum(counts(app)[s] for s in FINAL) == len(ids)  # noqa: E731
+
+        def done() -> bool:
+            return sum(counts(app, ids=ids.values())[s] for s in FINAL) == len(ids)
+
         wait_until(done, what="every task final", within=60, procs=procs)
         # Still alive and taking work: one more good task after all the poison.
         (last,) = enqueue(app, [Logged(path=str(log), key="after")])

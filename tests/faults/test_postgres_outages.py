@@ -50,6 +50,7 @@ SLOW_POLL = "5"
 #: Pickup after an outage: the issue's bound.
 PICKUP_WITHIN = 1.0
 WORKER_NAME = "nightcrew worker"
+LOGGED = Logged.class_path()
 #: initdb options: the private cluster lets the test in without a password, like the shared one.
 TRUST = ("--auth-local=trust", "--auth-host=trust")
 
@@ -136,7 +137,7 @@ def _wait_pickup(log: Path, key: str, since: float, procs: Procs) -> float:
 def _drained(app_backend: Backend, ids: list[int], procs: Procs, within: float) -> None:
     with app_for(app_backend) as app:
         wait_until(
-            lambda: sum(counts(app)[s] for s in FINAL) >= len(ids),
+            lambda: sum(counts(app, processor=LOGGED)[s] for s in FINAL) >= len(ids),
             what=f"{len(ids)} tasks finished",
             within=within,
             procs=procs,
@@ -145,7 +146,7 @@ def _drained(app_backend: Backend, ids: list[int], procs: Procs, within: float) 
 
 def _assert_nothing_lost(backend: Backend, log: Path, keys: list[str]) -> None:
     with app_for(backend) as app:
-        final = counts(app)
+        final = counts(app, processor=LOGGED)
     assert final[S.COMPLETED] == len(keys), final
     ran = {r.key for r in read_runs(log) if r.ended is not None}
     assert set(keys) <= ran
@@ -175,7 +176,7 @@ def test_a_server_restart_mid_drain_loses_nothing_and_pickup_after_it_is_prompt(
         wait_until(lambda: len(_listeners(cluster.url)) == 3, what="3 workers listening", within=60)
         ids = enqueue(app, [Logged(path=str(log), key=k, seconds=0.1) for k in keys])
         wait_until(
-            lambda: counts(app)[S.COMPLETED] >= len(ids) // 4,
+            lambda: counts(app, processor=LOGGED)[S.COMPLETED] >= len(ids) // 4,
             what="a quarter of the drain",
             within=120,
             procs=procs,
@@ -271,7 +272,7 @@ def test_terminating_every_worker_connection_loses_nothing(
         keys = [f"k{i}" for i in range(600)]
         ids = enqueue(app, [Logged(path=str(log), key=k, seconds=0.05) for k in keys])
         wait_until(
-            lambda: counts(app)[S.COMPLETED] >= len(warm) + 1 + len(ids) // 3,
+            lambda: counts(app, processor=LOGGED)[S.COMPLETED] >= len(warm) + 1 + len(ids) // 3,
             what="a third of the drain",
             within=60,
             procs=procs,
@@ -289,7 +290,7 @@ def test_terminating_every_worker_connection_loses_nothing(
         assert not set(after) & (set(before) | set(again))
         for proc in workers:
             assert procs.stop(proc) == 0, procs.logs()
-        final = counts(app)
+        final = counts(app, processor=LOGGED)
     assert final[S.COMPLETED] == len(warm) + 1 + len(ids), final
     assert set(keys) <= {r.key for r in read_runs(log) if r.ended is not None}
     report(

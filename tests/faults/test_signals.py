@@ -51,13 +51,14 @@ def test_a_second_sigterm_stops_at_once_and_hands_running_tasks_back(
         exited = time.time() - second
         assert code is not None, f"still running 10 s after the second SIGTERM\n{procs.logs()}"
         assert code == 0, procs.logs()
-        # The worker itself is done within a second (its own log says when), and the process
-        # is gone soon after: what follows "worker stopped" is the interpreter's teardown,
-        # ~0.15 s on an idle machine, up to ~1 s on a 2-core one running the suite with -n 4.
+        # The worker is done within a second (its own log says when): tasks handed back,
+        # connections closed, its loop ended. The process is gone soon after; what follows
+        # "worker stopped" is CPython's own teardown of ~700 modules: 0.4-0.7 s on this
+        # 2-core machine idle, several seconds when the suite loads it with -n 4. Before
+        # sync processors ran on daemon threads, the process never exited here at all.
         stopped = log_time(worker.err(), "worker stopped") - second
         assert stopped <= 1.0, f"worker stopped {stopped:.2f}s after the second SIGTERM"
-        assert exited <= 2.0, f"exited {exited:.2f}s after the second SIGTERM\n{procs.logs()}"
-
+        assert exited <= 10.0, f"exited {exited:.2f}s after the second SIGTERM\n{procs.logs()}"
         for task_id in ids:
             view = task(app, task_id)
             assert view.status is S.PENDING, view
