@@ -110,6 +110,7 @@ def child_drain(mode: str, concurrency: int) -> None:
 
     async def main() -> dict[str, Any]:
         worker = Worker(s)
+        worker.app.metrics.start()  # as when scraped (a worker nobody scrapes counts nothing)
         t0, c0 = time.perf_counter(), time.process_time()
         await worker.run(until_idle=True)
         return {

@@ -10,10 +10,11 @@ Two kinds of numbers, kept apart:
   pipelines, live workers, skipped schedule ticks), read by one query per scrape by a
   custom collector (`nightcrew.store.observe_ops.gauges`), never one query per label.
 
-`Metrics.registry` has both (the API's ``/metrics``); `Metrics.process_registry` only the
-first (``nightcrew worker --metrics-port``: a fleet of workers does not run the database
-query once per worker per scrape). Nothing is registered in prometheus-client's default
-registry: two apps in one process keep two sets of numbers.
+Counting starts when the metrics are first read (see `Metrics`), so a worker nobody
+scrapes pays nothing for them. `Metrics.registry` has both kinds (the API's ``/metrics``);
+`Metrics.process_registry` only the first (``nightcrew worker --metrics-port``: a fleet of
+workers does not run the database query once per worker per scrape). Nothing is registered
+in prometheus-client's default registry: two apps in one process keep two sets of numbers.
 
 The metrics, for dashboards (labels in brackets):
 
@@ -314,8 +315,11 @@ class DatabaseCollector(Collector):
 class Metrics:
     """An app's Prometheus registries and the collectors in them.
 
-    ``count_events`` False leaves the bus alone (``NIGHTCREW_METRICS=false``): the counters
-    stay at zero and cost nothing; the database gauges still answer a scrape.
+    Counting starts when the metrics are first read — a scrape (`exposition`), a metrics
+    port (`serve_metrics`), or `registry` handed to a host's own endpoint — or `start`:
+    a worker that nobody scrapes builds no event for them, so pays nothing. Counters start
+    at zero then, as a restarted process's do. ``count_events`` False leaves the bus alone
+    for good (``NIGHTCREW_METRICS=false``); the database gauges still answer a scrape.
     """
 
     def __init__(
@@ -328,16 +332,37 @@ class Metrics:
     ) -> None:
         self.events = TaskEventCollector()
         self.database = DatabaseCollector(store, dead_after)
-        self.process_registry = CollectorRegistry(auto_describe=False)
-        self.registry = CollectorRegistry(auto_describe=False)
+        self._process_registry = CollectorRegistry(auto_describe=False)
+        self._registry = CollectorRegistry(auto_describe=False)
         process = ProcessCollector(registry=None)
-        for registry in (self.process_registry, self.registry):
+        for registry in (self._process_registry, self._registry):
             registry.register(self.events)
             registry.register(process)
-        self.registry.register(self.database)
+        self._registry.register(self.database)
+        self._bus = bus
+        self._count = count_events
         self._unsubscribe: Callable[[], None] | None = None
-        if count_events:
-            self._unsubscribe = bus.subscribe_batches(self.events.on_events, COUNTED_KINDS)
+
+    def start(self) -> None:
+        """Count task events from now on (idempotent)."""
+        if self._count and self._unsubscribe is None:
+            self._unsubscribe = self._bus.subscribe_batches(self.events.on_events, COUNTED_KINDS)
+
+    @property
+    def counting(self) -> bool:
+        return self._unsubscribe is not None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Everything: this process's counters and the database's gauges."""
+        self.start()
+        return self._registry
+
+    @property
+    def process_registry(self) -> CollectorRegistry:
+        """This process's counters only (what a worker's metrics port serves)."""
+        self.start()
+        return self._process_registry
 
     def watch(self, busy_by_queue: Callable[[], dict[str, int]]) -> Callable[[], None]:
         """Count a worker's runs in flight in ``nightcrew_tasks_in_progress``."""

@@ -94,6 +94,7 @@ class NightcrewFastAPI:
     async def start(self) -> None:
         """Start the worker as a task of the running loop (done by `lifespan`), and with
         ``live`` the hub of live events, so ``/events`` can resume from the app's start."""
+        self.app.metrics.start()  # the host serves them (mount_admin's /metrics)
         if self.live:
             self.app.live.hub()
         if not self.run_worker or self._task is not None:

@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from nightcrew.errors import NightcrewError
@@ -244,19 +245,26 @@ class Hub:
 
     def _ingest(self, rows: Iterable[list[Any]]) -> None:
         ids, ring, index = self._ids, self.ring, self._index
+        # Rows of one group share their time; the kinds of index keys in use are few.
+        stamp, at = None, None
+        keyed = {key for key, _ in index}
         for row in rows:
-            event = from_row(next(ids), row)
+            if row[2] != stamp:
+                stamp, at = row[2], datetime.fromtimestamp(row[2], UTC)
+            event = from_row(next(ids), row, at)
             ring.append(event)
-            if not index:
+            if not keyed:
                 continue
-            for key in (
+            for name, value in (
                 ("task", event.task_id),
                 ("pipeline", event.pipeline_id),
                 ("schedule", event.schedule),
                 ("queue", event.queue),
                 ("all", None),
             ):
-                subs = index.get(key)
+                if name not in keyed:
+                    continue
+                subs = index.get((name, value))
                 if subs:
                     for sub in subs:
                         if sub.filter.matches(event):

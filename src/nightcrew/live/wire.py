@@ -312,14 +312,15 @@ def _expand(group: list[Any]) -> list[list[Any]]:
     ]
 
 
-def from_row(event_id: int, row: list[Any]) -> LiveEvent:
-    """A decoded row as a `LiveEvent` with ``event_id``."""
+def from_row(event_id: int, row: list[Any], at: datetime | None = None) -> LiveEvent:
+    """A decoded row as a `LiveEvent` with ``event_id`` (``at``: its time, if the caller
+    already made it from ``row[2]``)."""
     detail = row[13]
     return LiveEvent(
         event_id,
         _KINDS[row[0]],
         row[1],
-        datetime.fromtimestamp(row[2], UTC),
+        at if at is not None else datetime.fromtimestamp(row[2], UTC),
         row[3],
         row[4],
         row[5],
