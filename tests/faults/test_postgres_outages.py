@@ -181,10 +181,13 @@ def test_a_server_restart_mid_drain_loses_nothing_and_pickup_after_it_is_prompt(
             within=120,
             procs=procs,
         )
-        app.database.dispose()  # the test's own pooled connections die with the server
         down = time.time()
         cluster.ctl("restart", "-m", "fast")
         up = time.time()
+        # The test's own pooled connections died idle with the server: the first enqueue
+        # after the restart replaces them and succeeds (issue 9: it raised DatabaseError).
+        ids += enqueue(app, [Logged(path=str(log), key="first-after-restart")])
+        keys.append("first-after-restart")
         _drained(backend, ids, procs, within=180)
         procs.check_alive(*workers)
         _assert_nothing_lost(backend, log, keys)

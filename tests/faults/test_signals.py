@@ -28,9 +28,13 @@ S = MaintenanceTaskStatus
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processor", [Logged, SyncLogged], ids=["async", "sync"])
+@pytest.mark.parametrize(
+    ("processor", "sig"),
+    [(Logged, signal.SIGTERM), (SyncLogged, signal.SIGTERM), (Logged, signal.SIGINT)],
+    ids=["async", "sync", "async-sigint"],
+)
 def test_a_second_sigterm_stops_at_once_and_hands_running_tasks_back(
-    backend: Backend, tmp_path: Path, processor: type[Logged] | type[SyncLogged]
+    backend: Backend, tmp_path: Path, processor: type[Logged] | type[SyncLogged], sig: int
 ) -> None:
     log = tmp_path / "runs.log"
     # Default settings: among them the 30 s grace period the second signal must skip.
@@ -42,11 +46,11 @@ def test_a_second_sigterm_stops_at_once_and_hands_running_tasks_back(
             lambda: len(read_runs(log)) == 2, what="both tasks running", within=60, procs=procs
         )
 
-        worker.signal(signal.SIGTERM)
+        worker.signal(sig)
         # The first signal drains: the tasks run on in the grace period, the worker waits.
         assert worker.wait(1.5) is None, procs.logs()
         second = time.time()
-        worker.signal(signal.SIGTERM)
+        worker.signal(sig)
         code = worker.wait(10)
         exited = time.time() - second
         assert code is not None, f"still running 10 s after the second SIGTERM\n{procs.logs()}"
