@@ -9,7 +9,7 @@ live (Server-Sent Events) instead of polling it::
     cd examples
     export NIGHTCREW_DATABASE_URL=sqlite:///./fastapi-example.db
     nightcrew db upgrade
-    nightcrew tokens create me --role operator        # prints a token, once
+    export TOKEN=$(nightcrew tokens create --name me --role viewer)   # shown once
     uvicorn --factory fastapi_app:create_app
     curl -X POST localhost:8000/reports -d '{"pages": 5}' -H 'content-type: application/json'
     curl -N -H "Authorization: Bearer $TOKEN" -H 'Accept: text/event-stream' \\
