@@ -31,6 +31,7 @@ from nightcrew.enqueue import create_maintenance_tasks
 from nightcrew.settings import Settings
 from nightcrew.store import ops
 from nightcrew.store import statements as st
+from nightcrew.store.database import READ_ONLY
 from nightcrew.values import TaskFilter, TaskView
 from tests.conftest import ROOT, TEST_MODULES, Backend
 from tests.fault_processors import MODULE
@@ -90,7 +91,9 @@ def counts(
     if ids is not None:
         stmt = stmt.where(st.T.c.id.in_(list(ids)))
     found = dict.fromkeys(MaintenanceTaskStatus, 0)
-    with app.database.sync_engine.connect() as conn:
+    # Read-only: on SQLite a plain transaction begins IMMEDIATE, taking the write lock
+    # the workers' claims and finishes wait for.
+    with app.database.sync_engine.connect().execution_options(**READ_ONLY) as conn:
         for status, n in conn.execute(stmt):
             found[MaintenanceTaskStatus(status)] = int(n)
     return found

@@ -111,7 +111,7 @@ def test_sigkill_of_random_workers_during_a_drain_loses_nothing(
                     live.remove(victim)
                     live.append(procs.worker(env, concurrency=CONCURRENCY))
                 next_kill = time.monotonic() + rng.uniform(*KILL_EVERY)
-            time.sleep(0.05)
+            time.sleep(0.2)
         for proc in live:
             assert procs.stop(proc) == 0, procs.logs()
         final = counts(app, processor=LOGGED)
