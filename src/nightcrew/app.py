@@ -98,7 +98,7 @@ class Nightcrew:
             self.database.dispose()
 
     async def aclose(self) -> None:
-        self.live.close()
+        await self.live.aclose()
         await self.store.aclose()
         if self._owns_database:
             await self.database.adispose()

@@ -72,6 +72,13 @@ class LiveEvents:
                 self._hubs[loop] = hub
         return hub
 
+    async def aclose(self) -> None:
+        """`close` from a loop, awaiting what runs on it (the publisher's connection)."""
+        publisher, self.publisher = self.publisher, None
+        self.close()
+        if publisher is not None:
+            await publisher.aclose()
+
     def close(self) -> None:
         """Stop the hubs and send the publisher's last events."""
         with self._lock:

@@ -22,6 +22,7 @@ fell behind can catch up within. Reach: the processes of one host, SQLite's own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -67,6 +68,7 @@ _READER_GONE = "DELETE FROM nightcrew_live_readers WHERE origin = ?"
 _READERS_NOW = "SELECT count(*) FROM nightcrew_live_readers WHERE seen_at > ?"
 #: ``application_name`` of the connections that receive events.
 RECEIVER_NAME = "nightcrew events listener"
+_PG_NOTIFY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
 _PG_LISTENED = (
     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity "
     "WHERE application_name = %s AND datname = current_database())"
@@ -94,6 +96,13 @@ class EventTransport:
         """Whether any process receives now (publishers skip their work otherwise)."""
         return True
 
+    #: Whether `asend` exists: payloads made on an event loop are then sent from it.
+    sends_async = False
+
+    async def asend(self, payloads: list[str]) -> None:
+        """`send` from the running loop, on a connection of that loop's own."""
+        raise NotImplementedError
+
     def receive(
         self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
     ) -> None:
@@ -104,6 +113,10 @@ class EventTransport:
 
     def close(self) -> None:
         """Close the sending side's connection."""
+
+    async def aclose(self) -> None:
+        """`close`, awaiting the running loop's own connection."""
+        self.close()
 
 
 class PostgresChannel(EventTransport):
@@ -117,6 +130,7 @@ class PostgresChannel(EventTransport):
         self.database = database
         self._conninfo = conninfo(database.url)
         self._scope: str | None = None
+        self._async: dict[asyncio.AbstractEventLoop, Any] = {}
 
     def _connect(self, name: str) -> Any:
         import psycopg
@@ -146,10 +160,47 @@ class PostgresChannel(EventTransport):
 
     def send(self, payloads: list[str]) -> None:
         if payloads:  # unnest yields the array in order, so the notices go out in order
-            self._one(
-                "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p",
-                (EVENTS_CHANNEL, payloads),
-            )
+            self._one(_PG_NOTIFY, (EVENTS_CHANNEL, payloads))
+
+    sends_async = True
+
+    async def asend(self, payloads: list[str]) -> None:
+        """One statement on this loop's own connection (opened on first use, dropped when
+        it fails): a worker's events never wake a thread to be sent."""
+        if not payloads:
+            return
+        import psycopg
+
+        loop = asyncio.get_running_loop()
+        conn = self._async.get(loop)
+        if conn is None or conn.closed:
+            with driver_errors():
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                )
+            self._async[loop] = conn
+        try:
+            with driver_errors():
+                await conn.execute(_PG_NOTIFY, (EVENTS_CHANNEL, payloads))
+        except BaseException:
+            self._async.pop(loop, None)
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+
+    def close(self) -> None:
+        conns, self._async = list(self._async.items()), {}
+        for loop, conn in conns:
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(conn.close(), loop)
+
+    async def aclose(self) -> None:
+        mine = self._async.pop(asyncio.get_running_loop(), None)
+        if mine is not None:
+            with contextlib.suppress(Exception):
+                await mine.close()
+        self.close()
 
     def receive(
         self, deliver: Callable[[list[str]], None], stop: threading.Event, ready: threading.Event
