@@ -250,19 +250,35 @@ def test_terminating_every_worker_connection_loses_nothing(
     env = fault_env(backend, NIGHTCREW_POLL_INTERVAL=SLOW_POLL)
     with app_for(backend) as app, processes(tmp_path) as procs:
         workers = [procs.worker(env) for _ in range(2)]
-        # A few tasks so each worker has opened its claim, finish and upkeep connections.
-        warm = enqueue(app, [Logged(path=str(log), key=f"warm{i}", seconds=0.2) for i in range(40)])
-        _drained(backend, warm, procs, within=60)
+        # Tasks until each worker has run some, so each has opened its claim, finish and
+        # upkeep connections (on a loaded machine one worker may come up after the other
+        # took the first batch).
+        warm: list[int] = []
+        while {r.pid for r in read_runs(log)} != {w.pid for w in workers}:
+            n = len(warm)
+            warm += enqueue(
+                app, [Logged(path=str(log), key=f"w{n + i}", seconds=0.2) for i in range(20)]
+            )
+            _drained(backend, warm, procs, within=60)
+        last: list[dict[int, tuple[str, str]]] = []
 
         def connected() -> dict[int, tuple[str, str]] | None:
             """Every connection of the workers, once each has its store's four (claim,
             finish, upkeep, listen), each named "nightcrew worker", LISTEN included."""
             found = _backends(workers)
+            last[:] = [found]
             listening = [n for n, q in found.values() if q.startswith("LISTEN")]
             own = [n for n, _ in found.values() if n == WORKER_NAME]
             return found if len(listening) == 2 and len(own) >= 8 else None
 
-        before = wait_until(connected, what="every worker connection open", within=30)
+        def wait_connected(what: str) -> dict[int, tuple[str, str]]:
+            try:
+                found: dict[int, tuple[str, str]] = wait_until(connected, what=what, within=60)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; last seen: {last}") from None
+            return found
+
+        before = wait_connected("every worker connection open")
         listen_names = {n for n, q in before.values() if q.startswith("LISTEN")}
         assert listen_names == {WORKER_NAME}, before
         # Every connection of the worker processes, whatever its name (pooled ones too).
@@ -289,7 +305,7 @@ def test_terminating_every_worker_connection_loses_nothing(
         _drained(backend, [*warm, 0, *ids], procs, within=120)
         drained = time.time()
         procs.check_alive(*workers)
-        after = wait_until(connected, what="listening again", within=30)
+        after = wait_connected("listening again")
         assert not set(after) & (set(before) | set(again))
         for proc in workers:
             assert procs.stop(proc) == 0, procs.logs()

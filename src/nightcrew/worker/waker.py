@@ -2,7 +2,7 @@
 
 On PostgreSQL it holds a ``LISTEN`` connection: an enqueue, activation or retry wakes the
 claimer at once (or exactly when the new task becomes due), and a cancel request stops the
-run it names. A lost connection is made again with a short backoff (at most a second), and
+run it names. A lost connection is made again with a short backoff (at most half a second), and
 the claimer is woken as soon as it is back, so work enqueued meanwhile is picked up then,
 whatever the poll interval. Polling (the claimer's ``poll_interval``) stays on as the
 fallback, and is the whole mechanism on SQLite, which has no notifications.
@@ -25,8 +25,10 @@ from nightcrew.worker.state import WorkerState
 
 log = logging.getLogger("nightcrew.worker")
 
-#: Reconnect backoff of the LISTEN connection (seconds): first and longest wait.
-RECONNECT_FIRST, RECONNECT_MAX = 0.05, 1.0
+#: Reconnect backoff of the LISTEN connection (seconds): first and longest wait. The
+#: longest wait bounds the pickup of the first task after an outage (issue 9: within a
+#: second, whatever the poll interval), with the connect and the claim on top of it.
+RECONNECT_FIRST, RECONNECT_MAX = 0.05, 0.5
 
 
 class Waker:
