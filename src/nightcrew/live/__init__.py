@@ -73,8 +73,12 @@ class LiveEvents:
         return hub
 
     async def aclose(self) -> None:
-        """`close` from a loop, awaiting what runs on it (the publisher's connection)."""
+        """`close` from a loop, awaiting what runs on it (connections of the loop's own)."""
         publisher, self.publisher = self.publisher, None
+        with self._lock:
+            mine = self._hubs.pop(asyncio.get_running_loop(), None)
+        if mine is not None:
+            await mine.aclose()
         self.close()
         if publisher is not None:
             await publisher.aclose()

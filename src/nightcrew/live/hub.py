@@ -163,7 +163,10 @@ class Hub:
         self._noticed_at: float | None = None
         self._thread: threading.Thread | None = None
         self._unsubscribe = bus.subscribe_batches(self._on_local)
-        if transport.crosses_processes:
+        self._task: asyncio.Task[None] | None = None
+        if transport.receives_async:
+            self._task = self.loop.create_task(self._areceive(), name="nightcrew-live-receive")
+        elif transport.crosses_processes:
             self._thread = threading.Thread(
                 target=self._receive, name="nightcrew-live-receive", daemon=True
             )
@@ -176,7 +179,7 @@ class Hub:
         (`nightcrew.live.publisher.LISTENERS_CHECK_SECONDS`): after that, nothing another
         process does is missed.
         """
-        if self._thread is None:
+        if self._thread is None and self._task is None:
             return True
         deadline = time.monotonic() + within
         while not self._ready.is_set():
@@ -286,6 +289,38 @@ class Hub:
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX)
 
+    async def _areceive(self) -> None:
+        """The receiving task (PostgreSQL): reconnects with a short backoff when lost."""
+        delay = RETRY_FIRST
+        while not self._stop.is_set():
+            try:
+                if self._scope is None:
+                    self._scope = await asyncio.to_thread(self.transport.scope)
+                await self.transport.areceive(self._deliver_here, self._ready.set)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("live events: receiving failed (%s); retrying in %.2g s", exc, delay)
+                self._ready.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            else:
+                delay = RETRY_FIRST
+
+    def _deliver_here(self, payloads: list[str]) -> None:
+        """On the loop: decode, skip our own, ingest."""
+        if self._scope is None:
+            self._scope = self.transport.scope()
+        rows: list[list[Any]] = []
+        for text in payloads:
+            decoded = decode(text, self._scope)
+            if decoded is not None and decoded.origin != self.origin:
+                rows += decoded.rows
+        if rows:
+            self._ingest(rows)
+
     def _deliver(self, payloads: list[str]) -> None:
         """In the receiving thread: decode, skip our own, hand the rows to the loop."""
         if self._scope is None:
@@ -312,5 +347,13 @@ class Hub:
                 sub.closed = True
                 sub._ready.set()
         self._index.clear()
+        if self._task is not None:
+            self._task.cancel()
         if self._thread is not None:
             self._thread.join(2.0)
+
+    async def aclose(self) -> None:
+        """`close` on the hub's loop, waiting for its receiving connection to close."""
+        self.close()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -6,9 +6,9 @@ all runs. The last value of a run is also written with its outcome, so a value r
 just before the end is never lost.
 
 A report that finds its run's progress clean signals the flusher, which writes at once
-unless it wrote less than a gap ago: `LIVE_PROGRESS_GAP` (0.1 s) while someone listens for
+unless it wrote less than a gap ago: `LIVE_PROGRESS_GAP` (0.05 s) while someone listens for
 progress events (a live stream, the publisher of events to other processes), so a client
-sees a report within about a tenth of a second; `PROGRESS_INTERVAL` (0.25 s) otherwise.
+sees a report within a tenth of a second or so; `PROGRESS_INTERVAL` (0.25 s) otherwise.
 Either way a worker sends at most one progress statement per gap, whatever its runs do.
 """
 
@@ -31,7 +31,7 @@ from nightcrew.worker.state import WorkerState
 log = logging.getLogger("nightcrew.worker")
 
 #: Shortest time between two progress writes of a worker while progress is listened to.
-LIVE_PROGRESS_GAP = 0.1
+LIVE_PROGRESS_GAP = 0.05
 
 
 class ProgressFlusher(Periodic):
