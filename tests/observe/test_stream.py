@@ -16,7 +16,7 @@ from nightcrew import Nightcrew, create_maintenance_task
 from nightcrew.events import EventKind, stream
 from nightcrew.live import EventsMissed
 from tests.conftest import ROOT, Backend
-from tests.observe.conftest import MODULES, observe_settings
+from tests.observe.conftest import MODULES, observe_settings, until
 from tests.processors import Echo
 
 ENQUEUE_AND_RUN = textwrap.dedent(
@@ -103,5 +103,27 @@ async def test_resuming_from_an_id_no_longer_kept_raises(backend: Backend) -> No
         with pytest.raises(EventsMissed):
             async with stream(app, after=1):
                 pass
+    finally:
+        await app.aclose()
+
+
+async def test_a_stream_left_or_cancelled_stops_being_fed(backend: Backend) -> None:
+    app = Nightcrew(observe_settings(backend))
+    try:
+        hub = app.live.hub()
+
+        async def follow() -> None:
+            async for _event in stream(app):
+                pass
+
+        task = asyncio.create_task(follow())
+        await until(lambda: hub.subscribers == 1, "subscribed (once the hub is ready)")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert hub.subscribers == 0
+        async with stream(app) as events:
+            assert hub.subscribers == 1
+            del events
+        assert hub.subscribers == 0
     finally:
         await app.aclose()

@@ -152,8 +152,20 @@ class LiveStream:
         while not self._buffer:
             if self._sub.closed:
                 raise StopAsyncIteration
-            self._buffer = deque(await self._sub.get())
+            try:
+                self._buffer = deque(await self._sub.get())
+            except BaseException:  # cancelled (a task following it stopped): unsubscribe
+                self.close()
+                raise
         return self._buffer.popleft()
+
+    def __del__(self) -> None:
+        # A stream iterated with a bare ``async for`` and left (a ``break``) is closed when
+        # dropped, so the hub stops holding events for it.
+        sub = self._sub
+        if sub is not None and not sub.closed:
+            with contextlib.suppress(Exception):
+                sub.close()
 
 
 def stream(
