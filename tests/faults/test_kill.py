@@ -39,7 +39,7 @@ WORKERS = 4
 CONCURRENCY = 8
 #: Each run sleeps this long, so a kill always finds runs in flight (32 slots: ~160 tasks/s).
 TASK_SECONDS = 0.2
-#: The one setting changed from the defaults. At the default 30 s lease every kill would
+#: Changed from the defaults (with the poison budget, below). At the default 30 s lease every kill would
 #: leave its tasks waiting 30 s (plus up to 15 s for a rescuer's next look) and the drain
 #: would take many minutes; what this test is about is the rescue path itself, which a
 #: 5 s lease exercises the same way, six times as often.
