@@ -39,10 +39,10 @@ WORKERS = 4
 CONCURRENCY = 8
 #: Each run sleeps this long, so a kill always finds runs in flight (32 slots: ~160 tasks/s).
 TASK_SECONDS = 0.2
-#: Changed from the defaults (with the poison budget, below). At the default 30 s lease every kill would
-#: leave its tasks waiting 30 s (plus up to 15 s for a rescuer's next look) and the drain
-#: would take many minutes; what this test is about is the rescue path itself, which a
-#: 5 s lease exercises the same way, six times as often.
+#: Changed from the defaults (as is the poison budget, below). At the default 30 s
+#: lease every kill would leave its tasks waiting 30 s (plus up to 15 s for a rescuer's
+#: next look) and the drain would take many minutes; what this test is about is the
+#: rescue path itself, which a 5 s lease exercises the same way, six times as often.
 LEASE_SECONDS = 5
 #: Seconds between kills, drawn at random in this range; at most this many kills (on a
 #: loaded machine the drain slows, and more kills would only slow it further).
