@@ -569,10 +569,19 @@ REFUSALS = (*REFUSALS, ScheduleNotFound, ScheduleExists, ConfigurationError, Pip
 
 
 def list_schedules(
-    app: Nightcrew, *, after: str | None = None, limit: int = schedule_ops.MAX_LIST
+    app: Nightcrew,
+    *,
+    after: str | None = None,
+    limit: int = schedule_ops.MAX_LIST,
+    enabled: bool | None = None,
+    source: str | None = None,
 ) -> list[ScheduleView]:
-    """Schedules by name, each with the status of its last task."""
-    return app.store.run(schedule_ops.list_schedules, after=after, limit=limit)
+    """Schedules by name, each with the status of its last task; ``after`` continues a
+    listing past a name, ``enabled`` (paused or not) and ``source`` (``code`` or
+    ``runtime``) narrow it."""
+    return app.store.run(
+        schedule_ops.list_schedules, after=after, limit=limit, enabled=enabled, source=source
+    )
 
 
 def get_schedule(app: Nightcrew, name: str) -> ScheduleView:

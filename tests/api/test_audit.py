@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nightcrew import MaintenanceTaskStatus, actions
+from nightcrew import MaintenanceTaskStatus, Pipeline, actions
 from nightcrew.api import create_api
 from nightcrew.values import AuditFilter, AuditRecord, Role
 from tests.api.conftest import ApiEnv, actor
 from tests.conftest import run_cli
-from tests.helpers import set_status
+from tests.helpers import claim, finish, on_own_store, set_status
+from tests.processors import Echo
 
 S = MaintenanceTaskStatus
 
@@ -30,12 +31,42 @@ def _mutating_operations() -> set[tuple[str, str]]:
     }
 
 
+def _pipeline_with_a_failed_step(env: ApiEnv, name: str, *, fail: bool = True) -> int:
+    """A pipeline ``a -> b`` whose step ``a`` ended ERROR (as a worker ends it) if ``fail``."""
+    p = Pipeline(name)
+    p.add(Echo(), name="b", depends_on=[p.add(Echo(), name="a")])
+    pipeline_id = p.enqueue(database=env.app)
+    if fail:
+        claimed = on_own_store(env.app.database, claim, "audit-test/1", lease_seconds=60)
+        (step,) = [c for c in claimed if c.pipeline_id == pipeline_id]
+        on_own_store(env.app.database, finish, step, S.ERROR, {"error": "boom"}, None)
+    return pipeline_id
+
+
 def test_every_mutating_route_writes_one_audit_row(api_env: ApiEnv) -> None:
     env = api_env
     inactive = env.task(inactive=True)
     failed = env.task()
     set_status(env.app.database, failed, S.ERROR)
+    broken = _pipeline_with_a_failed_step(env, "broken")
+    running = _pipeline_with_a_failed_step(env, "running", fail=False)
+    schedule = {"name": "audited", "processor": "tests.processors.Echo", "every": 60}
     calls: list[tuple[str, str, dict[str, Any] | None, str, str | None]] = [
+        # Pipelines first: the bulk calls below would retry and cancel their steps.
+        (
+            "POST",
+            f"/api/v1/pipelines/{broken}/steps/a/retry",
+            None,
+            "pipeline.retry_step",
+            f"pipeline:{broken}",
+        ),
+        (
+            "POST",
+            f"/api/v1/pipelines/{running}/cancel",
+            None,
+            "pipeline.cancel",
+            f"pipeline:{running}",
+        ),
         (
             "POST",
             "/api/v1/tasks",
@@ -56,13 +87,28 @@ def test_every_mutating_route_writes_one_audit_row(api_env: ApiEnv) -> None:
             "token:audited",
         ),
         ("DELETE", "/api/v1/tokens/audited", None, "token.revoke", "token:audited"),
+        ("POST", "/api/v1/schedules", schedule, "schedule.add", "schedule:audited"),
+        ("POST", "/api/v1/schedules/audited/pause", None, "schedule.pause", "schedule:audited"),
+        ("POST", "/api/v1/schedules/audited/resume", None, "schedule.resume", "schedule:audited"),
+        (
+            "POST",
+            "/api/v1/schedules/audited/run-now",
+            None,
+            "schedule.run_now",
+            "schedule:audited",
+        ),
+        ("DELETE", "/api/v1/schedules/audited", None, "schedule.delete", "schedule:audited"),
     ]
     templates = {
         (
             m,
-            p.replace(f"/{inactive}/", "/{task_id}/")
+            p.replace(f"/pipelines/{broken}/", "/pipelines/{pipeline_id}/")
+            .replace(f"/pipelines/{running}/", "/pipelines/{pipeline_id}/")
+            .replace("/steps/a/", "/steps/{step}/")
+            .replace(f"/{inactive}/", "/{task_id}/")
             .replace(f"/{failed}/", "/{task_id}/")
-            .replace("/tokens/audited", "/tokens/{name}"),
+            .replace("/tokens/audited", "/tokens/{name}")
+            .replace("/schedules/audited", "/schedules/{name}"),
         )
         for m, p, *_ in calls
     }

@@ -16,6 +16,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/api/v1/tasks/bulk/cancel": {"queue": "no-such-queue"},
     "/api/v1/tasks/bulk/retry": {"queue": "no-such-queue"},
     "/api/v1/tokens": {"name": "matrix", "role": "viewer"},
+    "/api/v1/schedules": {"name": "matrix", "processor": "tests.processors.Echo", "every": 60},
 }
 
 
@@ -38,9 +39,14 @@ def test_every_route_but_health_declares_a_role() -> None:
 
 def _call(env: ApiEnv, method: str, path: str, headers: dict[str, str], n: int) -> int:
     task_id = env.task()
-    url = path.replace("{task_id}", str(task_id)).replace("{name}", "no-such-token")
+    url = (
+        path.replace("{task_id}", str(task_id))
+        .replace("{name}", "no-such-name")
+        .replace("{pipeline_id}", "999999")
+        .replace("{step}", "no-such-step")
+    )
     body = dict(BODIES.get(path, {}))
-    if path == "/api/v1/tokens":
+    if path in ("/api/v1/tokens", "/api/v1/schedules"):
         body["name"] = f"matrix-{n}"
     response = env.client.request(method, url, headers=headers, json=body or None)
     if response.status_code >= 400:

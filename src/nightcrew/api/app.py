@@ -203,7 +203,9 @@ def create_api(
     api = FastAPI(
         title="nightcrew admin API",
         version=_version(),
-        description="Tasks, statistics, processors, the audit log and API tokens.",
+        description=(
+            "Tasks, schedules, pipelines, statistics, processors, the audit log and API tokens."
+        ),
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

@@ -9,13 +9,19 @@ NUL characters or lone surrogates: neither database's JSON can store them.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from nightcrew.catalog import ProcessorCatalog, ProcessorInfo
-from nightcrew.models import MaintenanceTaskStatus
+from nightcrew.errors import ConfigurationError
+from nightcrew.models import MaintenanceTaskStatus, PipelineStatus
+from nightcrew.schedules.triggers import parse_duration
+from nightcrew.schedules.values import ScheduleView
+from nightcrew.store.pipeline_ops import PipelineDetail as StoredPipeline
+from nightcrew.store.pipeline_ops import PipelineView
 from nightcrew.values import (
     AuditPage,
     AuditRecord,
@@ -297,6 +303,277 @@ class BulkOutcome(BaseModel):
     @classmethod
     def of(cls, result: BulkResult) -> BulkOutcome:
         return cls(changed=list(result.changed), skipped=list(result.skipped), more=result.more)
+
+
+# ---------------------------------------------------------------- schedules
+
+#: A schedule's name: what `nightcrew.Schedule` accepts (``/`` included: the routes take it).
+SCHEDULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$"
+#: The longest interval or misfire grace the API accepts (100 years): a tick stays a date
+#: either database and Python can hold.
+MAX_SCHEDULE_SECONDS = 100 * 366 * 86_400
+#: The most jitter: a week (it spreads the starts of ticks, it does not move them by years).
+MAX_JITTER_SECONDS = 7 * 86_400
+#: The latest one-off date: later ones leave no room for jitter before year 9999 ends.
+MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
+
+ScheduleName = Annotated[str, Field(min_length=1, max_length=200, pattern=SCHEDULE_NAME)]
+#: A duration as `nightcrew.schedules.triggers.parse_duration` reads it: ``90``, ``6h``, ``1h30m``.
+Duration = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9dhms]+$")]
+TriggerKind = Literal["cron", "interval", "date"]
+ScheduleSource = Literal["code", "runtime"]
+
+
+def _finite(value: Any, depth: int = 0) -> None:
+    """Refuse Infinity anywhere in a JSON value (``_storable`` refuses NaN): JSON has neither."""
+    if depth > 64:
+        raise ValueError("nested more than 64 levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("Infinity is not a JSON number")
+    if isinstance(value, dict):
+        for v in value.values():
+            _finite(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _finite(v, depth + 1)
+
+
+def _duration_bound(value: str | float | None, what: str) -> None:
+    """A duration text that parses must be at most `MAX_SCHEDULE_SECONDS`; one that does not
+    parse is left to the action, which refuses it (and records the refusal)."""
+    if not isinstance(value, str):
+        return
+    try:
+        seconds = parse_duration(value).total_seconds()
+    except ConfigurationError:
+        return
+    if seconds > MAX_SCHEDULE_SECONDS:
+        raise ValueError(f"{what} is at most {MAX_SCHEDULE_SECONDS} seconds (100 years)")
+
+
+class CreateSchedule(Strict):
+    """A schedule to add at run time (``source`` runtime): a name, the processor's class
+    path and configuration (checked as for a task), exactly one trigger (``cron`` with an
+    optional ``timezone``, ``every`` in seconds or as a duration like ``"6h"``, or one
+    ``at`` date), and the options of `nightcrew.Schedule` (task options default to the
+    processor class's)."""
+
+    name: ScheduleName
+    processor: Annotated[
+        str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    ]
+    config: dict[str, Any] = Field(default_factory=dict)
+    cron: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    timezone: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
+    every: Annotated[int, Field(strict=True, ge=1, le=MAX_SCHEDULE_SECONDS)] | Duration | None = (
+        None
+    )
+    at: Timestamp | None = None
+    queue: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
+    priority: Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
+    timeout: Annotated[float, Field(gt=0, le=10**9, allow_inf_nan=False)] | None = None
+    misfire_grace: (
+        Annotated[float, Field(ge=0, le=MAX_SCHEDULE_SECONDS, allow_inf_nan=False)]
+        | Duration
+        | None
+    ) = None
+    coalesce: bool = True
+    max_instances: Annotated[int, Field(ge=1, le=INT32_MAX)] = 1
+    jitter: Annotated[float, Field(ge=0, le=MAX_JITTER_SECONDS, allow_inf_nan=False)] = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> CreateSchedule:
+        _storable(self.config)
+        _finite(self.config)
+        _duration_bound(self.every, "every")
+        _duration_bound(self.misfire_grace, "misfire_grace")
+        if self.at is not None and self.at >= MAX_RUN_AT:
+            raise ValueError("at must be before 9999-01-01")
+        return self
+
+
+class ScheduleSummary(BaseModel):
+    """A schedule as a listing shows it: its trigger, task options, state and last run.
+
+    ``state`` is ``active``, ``paused``, ``retired`` (a code schedule gone from code) or
+    ``done`` (a one-off that ran); ``last_task_status`` is null when its last task is gone
+    or there was none."""
+
+    id: int
+    name: str
+    state: Literal["active", "paused", "retired", "done"]
+    trigger: str
+    trigger_kind: TriggerKind
+    cron: str | None
+    timezone: str
+    every_seconds: int | None
+    run_at: datetime | None
+    processor: str
+    processor_name: str
+    queue: str | None
+    priority: int | None
+    max_attempts: int | None
+    timeout: float | None
+    enabled: bool
+    source: ScheduleSource
+    misfire_grace_seconds: float | None
+    coalesce: bool
+    max_instances: int
+    jitter_seconds: float
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_task_id: int | None
+    last_task_status: Status | None
+    misfires: int
+    skipped_instances: int
+    last_skip_at: datetime | None
+    last_skip_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, view: ScheduleView) -> ScheduleSummary:
+        return cls(**_schedule_fields(view))
+
+
+def _schedule_fields(view: ScheduleView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "name": view.name,
+        "state": view.state,
+        "trigger": view.describe_trigger(),
+        "trigger_kind": view.trigger_kind,
+        "cron": view.cron,
+        "timezone": view.timezone,
+        "every_seconds": view.every_seconds,
+        "run_at": view.run_at,
+        "processor": view.processor_type,
+        "processor_name": view.processor_type.rpartition(".")[2],
+        "queue": view.queue,
+        "priority": view.priority,
+        "max_attempts": view.max_attempts,
+        "timeout": view.timeout,
+        "enabled": view.enabled,
+        "source": view.source,
+        "misfire_grace_seconds": view.misfire_grace_seconds,
+        "coalesce": view.coalesce,
+        "max_instances": view.max_instances,
+        "jitter_seconds": view.jitter_seconds,
+        "next_run_at": view.next_run_at,
+        "last_run_at": view.last_run_at,
+        "last_task_id": view.last_task_id,
+        "last_task_status": view.last_task_status,
+        "misfires": view.misfires,
+        "skipped_instances": view.skipped_instances,
+        "last_skip_at": view.last_skip_at,
+        "last_skip_reason": view.last_skip_reason,
+        "created_at": view.created_at,
+        "updated_at": view.updated_at,
+    }
+
+
+class ScheduleDetail(ScheduleSummary):
+    """One schedule, with the configuration its ticks' tasks get and the interval's grid."""
+
+    config: dict[str, Any] | None
+    anchor_at: datetime | None
+
+    @classmethod
+    def of(cls, view: ScheduleView) -> ScheduleDetail:
+        try:
+            config = json.loads(view.processor_json)
+        except ValueError:
+            config = None
+        return cls(
+            **_schedule_fields(view),
+            config=config if isinstance(config, dict) else None,
+            anchor_at=view.anchor_at,
+        )
+
+
+class ScheduleList(BaseModel):
+    """One page by name; pass ``next_cursor`` as ``cursor`` for the next (null: last)."""
+
+    schedules: list[ScheduleSummary]
+    next_cursor: str | None
+
+
+class CreatedSchedule(BaseModel):
+    """The new schedule; ``warnings`` name configuration keys the processor does not declare."""
+
+    schedule: ScheduleDetail
+    warnings: list[str]
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+class PipelineOut(BaseModel):
+    """A pipeline: its status and counters (``steps`` in all, ``steps_open`` not final yet,
+    failures of critical and optional steps, steps cancelled)."""
+
+    id: int
+    name: str
+    status: PipelineStatus
+    unique_key: str | None
+    steps: int
+    steps_open: int
+    critical_failed: int
+    optional_failed: int
+    cancelled: int
+    info: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, view: PipelineView) -> PipelineOut:
+        return cls(
+            id=view.id,
+            name=view.name,
+            status=view.status,
+            unique_key=view.unique_key,
+            steps=view.steps,
+            steps_open=view.steps_open,
+            critical_failed=view.critical_failed,
+            optional_failed=view.optional_failed,
+            cancelled=view.cancelled,
+            info=view.info if isinstance(view.info, dict) else None,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+            finished_at=view.finished_at,
+        )
+
+
+class PipelineList(BaseModel):
+    """One page, newest first; pass ``next_cursor`` as ``cursor`` for the next (null: last)."""
+
+    pipelines: list[PipelineOut]
+    next_cursor: str | None
+
+
+class PipelineEdge(BaseModel):
+    """Step ``task_id`` waits for step ``depends_on`` (both task ids)."""
+
+    depends_on: int
+    task_id: int
+
+
+class PipelineDetail(BaseModel):
+    """A pipeline, its steps (tasks, by id; ``step_name`` names each) and its edges."""
+
+    pipeline: PipelineOut
+    steps: list[TaskSummary]
+    edges: list[PipelineEdge]
+
+    @classmethod
+    def of(cls, detail: StoredPipeline) -> PipelineDetail:
+        return cls(
+            pipeline=PipelineOut.of(detail.pipeline),
+            steps=[TaskSummary.of(t) for t in detail.steps],
+            edges=[PipelineEdge(depends_on=a, task_id=b) for a, b in detail.edges],
+        )
 
 
 # ---------------------------------------------------------------- stats

@@ -328,11 +328,18 @@ def _locked(tx: Tx, name: str) -> Plan[ScheduleView]:
 
 @reads
 def list_schedules(
-    tx: Tx, *, after: str | None = None, limit: int = MAX_LIST
+    tx: Tx,
+    *,
+    after: str | None = None,
+    limit: int = MAX_LIST,
+    enabled: bool | None = None,
+    source: str | None = None,
 ) -> Plan[list[ScheduleView]]:
-    """Schedules by name, at most ``limit`` (keyset: names after ``after``)."""
+    """Schedules by name, at most ``limit`` (keyset: names after ``after``); ``enabled``
+    and ``source`` (``code`` or ``runtime``; None: any) narrow the listing."""
     limit = max(1, min(limit, MAX_LIST))
-    result = yield sst.list_statement(after=after, limit=limit), None
+    stmt = sst.list_statement(after=after, limit=limit, enabled=enabled, source=source)
+    result = yield stmt, None
     return [_view(row) for row in result.all()]
 
 

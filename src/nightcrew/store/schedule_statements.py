@@ -299,8 +299,11 @@ def get_statement(name: str, *, lock: bool = False) -> Select[Any]:
     return stmt
 
 
-def list_statement(*, after: str | None, limit: int) -> Select[Any]:
-    """Schedules by name (keyset: names after ``after``), each with its last task's status."""
+def list_statement(
+    *, after: str | None, limit: int, enabled: bool | None = None, source: str | None = None
+) -> Select[Any]:
+    """Schedules by name (keyset: names after ``after``), each with its last task's status;
+    ``enabled`` and ``source`` (None: any) narrow the rows."""
     stmt = (
         select(*_view_columns())
         .select_from(SCHEDULES.outerjoin(TASKS, TASKS.c.id == s.last_task_id))
@@ -309,6 +312,10 @@ def list_statement(*, after: str | None, limit: int) -> Select[Any]:
     )
     if after is not None:
         stmt = stmt.where(s.name > after)
+    if enabled is not None:
+        stmt = stmt.where(s.enabled == enabled)
+    if source is not None:
+        stmt = stmt.where(s.source == source)
     return stmt
 
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from nightcrew.api.routers import audit, events, processors, stats, tasks, tokens, workers
+from nightcrew.api.routers import (
+    audit,
+    events,
+    pipelines,
+    processors,
+    schedules,
+    stats,
+    tasks,
+    tokens,
+    workers,
+)
 
 ROUTERS: list[APIRouter] = [
     tasks.router,
@@ -20,4 +30,6 @@ ROUTERS: list[APIRouter] = [
     tokens.router,
     workers.router,
     events.router,
+    schedules.router,
+    pipelines.router,
 ]
