@@ -183,12 +183,12 @@ def test_retrying_a_step_that_did_not_fail_is_409(api_env: ApiEnv) -> None:
     assert (row.action, row.outcome) == ("pipeline.retry_step", "refused")
 
 
-def test_retrying_a_step_the_pipeline_lacks_is_409(api_env: ApiEnv) -> None:
+def test_retrying_a_step_the_pipeline_lacks_is_404(api_env: ApiEnv) -> None:
     pipeline_id = _chain(api_env)
     response = api_env.client.post(
         f"{URL}/{pipeline_id}/steps/no-such-step/retry", headers=api_env.operator
     )
-    body = assert_problem(response, 409, "invalid-transition")
+    body = assert_problem(response, 404, "task-not-found")
     assert "no-such-step" in body["detail"]
 
 

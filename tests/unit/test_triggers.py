@@ -725,3 +725,19 @@ def test_plans_never_enqueue_a_tick_twice_or_from_the_future(
         assert plan.next_run_at > now
     if grace is not None:
         assert all(tick < now - timedelta(seconds=grace) for tick in plan.skipped)
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        {"every": "999999999d"},
+        {"every": timedelta(days=40_000)},
+        {"at": "0001-01-01T00:00+05:00"},
+        {"at": "9999-12-31T23:00-05:00"},
+    ],
+)
+def test_a_trigger_out_of_date_arithmetics_range_is_a_configuration_error(
+    trigger: dict[str, object],
+) -> None:
+    with pytest.raises(ConfigurationError):
+        make_trigger(**trigger)  # type: ignore[arg-type]

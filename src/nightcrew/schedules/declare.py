@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from nightcrew.errors import ConfigurationError, NightcrewError
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
 from nightcrew.schedules.triggers import (
+    MAX_SPAN,
     IntervalTrigger,
     Trigger,
     make_trigger,
@@ -49,8 +50,8 @@ def _seconds(value: float | timedelta | str | None, what: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return parse_duration(value).total_seconds()
-    if isinstance(value, timedelta):
+        seconds = parse_duration(value).total_seconds()
+    elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
@@ -60,6 +61,8 @@ def _seconds(value: float | timedelta | str | None, what: str) -> float | None:
         )
     if not (math.isfinite(seconds) and seconds >= 0):
         raise ConfigurationError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    if seconds > MAX_SPAN.total_seconds():
+        raise ConfigurationError(f"{what} is at most 100 years, got {value!r}")
     return seconds
 
 

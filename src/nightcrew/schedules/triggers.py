@@ -221,6 +221,8 @@ class IntervalTrigger:
             raise ConfigurationError(
                 f"interval must be at least 1s, got {format_duration(self.every)}"
             )
+        if self.every > MAX_SPAN:
+            raise ConfigurationError("an interval is at most 100 years")
 
     @property
     def seconds(self) -> float:
@@ -246,6 +248,14 @@ class IntervalTrigger:
         return f"every {format_duration(self.every)}"
 
 
+#: The longest interval, grace or jitter a schedule may have: beyond, date arithmetic
+#: overflows (and no such schedule is meant).
+MAX_SPAN = timedelta(days=36525)
+#: One-off dates a schedule may name: a year of slack on both sides of datetime's range.
+_EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class DateTrigger:
     """Once, at ``at``. A naive datetime means UTC; an aware one is converted to UTC."""
@@ -260,7 +270,15 @@ class DateTrigger:
             )
         at = self.at
         at = at.replace(tzinfo=UTC) if at.tzinfo is None or at.utcoffset() is None else at
-        object.__setattr__(self, "at", at.astimezone(UTC))
+        try:
+            at = at.astimezone(UTC)
+        except OverflowError:
+            raise ConfigurationError(
+                f"one-off date {self.at.isoformat()} is out of range"
+            ) from None
+        if not _EARLIEST <= at <= _LATEST:
+            raise ConfigurationError(f"one-off date {self.at.isoformat()} is out of range")
+        object.__setattr__(self, "at", at)
 
     def next_fire(self, after: datetime) -> datetime | None:
         """``at`` if it is strictly after ``after``, else None (the schedule has run)."""
@@ -386,7 +404,10 @@ def parse_datetime(text: str) -> datetime:
         ) from exc
     if value.tzinfo is None or value.utcoffset() is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ConfigurationError(f"date {text!r} is out of range") from None
 
 
 # --------------------------------------------------------------------------- the ticker's plan

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nightcrew.errors import InvalidTransition, PipelineNotFound
+from nightcrew.errors import InvalidTransition, PipelineNotFound, TaskNotFound
 from nightcrew.events import EventKind
 from nightcrew.models import MaintenanceTaskStatus, PipelineStatus
 from nightcrew.store import bulk
@@ -349,7 +349,7 @@ def step_id(tx: Tx, pipeline_id: int, name: str) -> Plan[int]:
     result = yield ps.step_by_name(pipeline_id, name), None
     found = result.scalar()
     if found is None:
-        raise InvalidTransition(f"pipeline {pipeline_id} has no step named {name!r}")
+        raise TaskNotFound(f"pipeline {pipeline_id} has no step named {name!r}")
     return int(found)
 
 
