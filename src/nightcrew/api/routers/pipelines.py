@@ -101,7 +101,7 @@ def cancel_pipeline(
     openapi_extra=role_extra(Operator),
     responses={
         **NOT_FOUND,
-        409: {"description": "No step of this name, or its status forbids a retry"},
+        409: {"description": "The step's status forbids a retry"},
     },
     summary="Retry a step",
 )
