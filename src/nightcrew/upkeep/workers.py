@@ -9,6 +9,7 @@ an operator sees which worker vanished; their tasks are the rescuer's, not this 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -35,5 +36,7 @@ class PruneDeadWorkers(MaintenanceTaskProcessor):
             Settings() if self.database_url is None else Settings(database_url=self.database_url)
         )
         async with Nightcrew(settings) as app:
-            pruned = await app.store.arun(observe_ops.prune_dead_workers, self.dead_after_seconds)
+            pruned = await asyncio.to_thread(
+                app.store.run, observe_ops.prune_dead_workers, self.dead_after_seconds
+            )
         return {"pruned": len(pruned), "workers": pruned[:100]}

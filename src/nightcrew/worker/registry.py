@@ -9,11 +9,15 @@ stalled is written again at its next beat.
 
 It also counts the worker's runs in flight in the app's ``nightcrew_tasks_in_progress``
 gauge while it runs. Registry writes are not the worker's job: a database error here is
-logged and tried again at the next beat, never a reason to stop running tasks.
+logged and tried again at the next beat, never a reason to stop running tasks. Each write
+is a transaction run whole in a thread (as the ticker's), never across awaits of the loop:
+on SQLite a write transaction holds the database's one write lock, and code that blocks the
+loop with a write of its own would otherwise wait for it forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -67,8 +71,11 @@ class WorkerRegistry(Periodic):
             await self._register()
             return
         try:
-            kept = await self.app.store.arun(
-                observe_ops.beat_worker, self.state.config.id, len(self.state.running)
+            kept = await asyncio.to_thread(
+                self.app.store.run,
+                observe_ops.beat_worker,
+                self.state.config.id,
+                len(self.state.running),
             )
         except DatabaseError as exc:
             log.warning("worker registry: heartbeat failed: %s", exc)
@@ -80,7 +87,8 @@ class WorkerRegistry(Periodic):
     async def _register(self) -> None:
         config = self.state.config
         try:
-            await self.app.store.arun(
+            await asyncio.to_thread(
+                self.app.store.run,
                 observe_ops.register_worker,
                 config.id,
                 host=socket.gethostname(),
@@ -96,7 +104,9 @@ class WorkerRegistry(Periodic):
 
     async def _deregister(self) -> None:
         try:
-            await self.app.store.arun(observe_ops.remove_worker, self.state.config.id)
+            await asyncio.to_thread(
+                self.app.store.run, observe_ops.remove_worker, self.state.config.id
+            )
             self.registered = False
         except DatabaseError as exc:
             log.warning("worker registry: could not remove this worker's row: %s", exc)
