@@ -203,6 +203,8 @@ def create_maintenance_task(
         return _as_task(run_in(session, app.events if app else None, insert, row))
     assert app is not None
     try:
+        if row["unique_key"] is None:  # the common call: one statement, the fast way
+            return _as_task(app.store.enqueue_one(row))
         return _as_task(app.store.run(insert, row))
     finally:
         if owned:
