@@ -57,6 +57,21 @@ def test_insert_one_returns_the_stored_task(store: TaskStore) -> None:
     assert store.run(ops.get_task, task.id) == task
 
 
+def test_enqueue_one_stores_what_insert_one_would(store: TaskStore) -> None:
+    (row,) = build_rows([Echo(value=3)], TaskOptions(queue="q", priority=2), LOADER, utcnow())
+    task = store.enqueue_one(row)
+    stored = store.run(ops.get_task, task.id)
+    assert stored == task
+    assert (stored.queue, stored.priority, stored.rescues) == ("q", 2, 0)
+
+
+def test_enqueue_one_announces_the_created_task(store: TaskStore) -> None:
+    seen = events_of(store)
+    (row,) = build_rows([Echo()], TaskOptions(), LOADER, utcnow())
+    task = store.enqueue_one(row)
+    assert [(e.kind, e.task_id) for e in seen] == [(EventKind.CREATED, task.id)]
+
+
 def test_get_of_an_unknown_id_raises_task_not_found(store: TaskStore) -> None:
     with pytest.raises(TaskNotFound):
         store.run(ops.get_task, 999_999)
@@ -267,12 +282,29 @@ def test_probe_without_the_schema_raises_schema_missing(empty_backend: Backend) 
 def test_a_pooled_connection_that_died_while_idle_is_replaced(store: TaskStore) -> None:
     if store.dialect != "postgresql":
         pytest.skip("a server that restarts under an idle pool: PostgreSQL")
+    store.database.sync_engine.dispose()  # so the pool holds one connection
     add_task(store)
     with store.database.sync_engine.connect() as conn:  # goes back to the pool after
         pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     assert store.run(ops.count_by_status)[S.PENDING] == 1
+
+
+def test_enqueue_one_replaces_a_pooled_connection_that_died_while_idle(
+    store: TaskStore,
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("a server that drops an idle pooled connection: PostgreSQL")
+    (row,) = build_rows([Echo()], TaskOptions(), LOADER, utcnow())
+    store.database.sync_autocommit_engine.dispose()  # so the pool holds one connection
+    store.enqueue_one(row)
+    with store.database.sync_autocommit_engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    store.enqueue_one(row)
+    assert store.run(ops.count_by_status)[S.PENDING] == 2
 
 
 def test_insert_one_refuses_a_row_with_a_unique_key(store: TaskStore) -> None:
