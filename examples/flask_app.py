@@ -6,7 +6,8 @@ task commit together, or neither does. Workers are processes of their own, start
 app's configuration::
 
     cd examples
-    export DATABASE_URL=sqlite:///./flask-example.db
+    export DATABASE_URL=sqlite:///$PWD/flask-example.db   # absolute: Flask-SQLAlchemy reads
+    #   a relative SQLite path inside the app's instance/ folder (nightcrew does the same)
     NIGHTCREW_DATABASE_URL=$DATABASE_URL nightcrew db upgrade
     flask --app flask_app:create_app run &
     flask --app flask_app:create_app nightcrew worker

@@ -30,6 +30,7 @@ from nightcrew.errors import (
 from nightcrew.events import EventBus, EventKind, TaskEvent
 from nightcrew.execution import (
     adependency_results,
+    current_app,
     current_attempt,
     current_task_id,
     dependency_results,
@@ -85,6 +86,7 @@ __all__ = [
     "adependency_results",
     "create_maintenance_task",
     "create_maintenance_tasks",
+    "current_app",
     "current_attempt",
     "current_task_id",
     "dependency_results",

@@ -28,7 +28,7 @@ class PayloadTooLarge(NightcrewError):
 
 
 class InvalidTaskOptions(NightcrewError):
-    """An enqueue option is out of range (negative delay, naive datetime, ...)."""
+    """An enqueue option is out of range (negative delay, a timeout that is not finite, ...)."""
 
 
 class TaskNotFound(NightcrewError):

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nightcrew.errors import FailTask, InvalidTaskOptions, NightcrewError, RetryTask
 from nightcrew.instrument import ErrorHook, report_error, run_span
@@ -28,6 +28,9 @@ from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, utcnow
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
 from nightcrew.retry import backoff_seconds
 from nightcrew.values import ClaimedTask, Outcome, StopReason
+
+if TYPE_CHECKING:
+    from nightcrew.app import Nightcrew
 
 log = logging.getLogger("nightcrew.execution")
 S = MaintenanceTaskStatus
@@ -58,6 +61,8 @@ class RunContext:
     #: Called (from any thread) when a report makes the progress dirty, so the worker can
     #: write it soon rather than at its next round; set by the worker.
     on_progress: Callable[[], None] | None = None
+    #: The app of the worker running the task (`current_app`); set by the worker.
+    app: Nightcrew | None = None
 
     @property
     def task_id(self) -> int:
@@ -140,6 +145,18 @@ async def adependency_results() -> dict[str, Any]:
     if ctx.claimed.pipeline_id is None:
         return {}
     return await asyncio.to_thread(dependency_results)
+
+
+def current_app() -> Nightcrew:
+    """The `Nightcrew` app of the worker running this task: its settings and database.
+
+    For processors that work on nightcrew's own tables (the upkeep's do): they use the
+    database the worker was given, which need not be the one the environment names.
+    """
+    app = _context("current_app").app
+    if app is None:
+        raise NightcrewError("current_app() needs a worker that names its app")
+    return app
 
 
 def current_task_id() -> int:

@@ -81,7 +81,7 @@ _MESSAGES = {
         "task %s: late outcome rejected, its lease was lost (rescued for another worker, "
         "or finished by an operator) while it ran"
     ),
-    EventKind.RESCUED: "task %s rescued: its worker stopped heartbeating",
+    EventKind.RESCUED: "task %s rescued: its run was abandoned (lease expired, or left WORKING)",
     EventKind.RETRIED: "task %s retrying",
     EventKind.FAILED: "task %s error",
 }

@@ -58,7 +58,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from nightcrew.errors import DatabaseError
+from nightcrew.errors import ConfigurationError, DatabaseError
 from nightcrew.events import EventBus, EventKind, TaskEvent
 from nightcrew.store import observe_ops
 
@@ -384,7 +384,10 @@ def serve_metrics(metrics: Metrics, port: int, addr: str = "0.0.0.0") -> Callabl
     from a thread of prometheus-client's); returns a function that stops the server."""
     from prometheus_client import start_http_server
 
-    server, thread = start_http_server(port, addr=addr, registry=metrics.process_registry)
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=metrics.process_registry)
+    except OSError as exc:  # the port is taken, or not ours to bind: one clear line
+        raise ConfigurationError(f"cannot serve metrics on {addr}:{port}: {exc.strerror}") from exc
 
     def stop() -> None:
         server.shutdown()

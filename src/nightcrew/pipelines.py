@@ -19,6 +19,7 @@ built (`PipelineError`), before anything is written.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,10 +152,12 @@ class Pipeline:
         for step in self._steps.values():
             for dependency in step.depends_on:
                 dependents[dependency].append(step.name)
-        ready = [name for name, n in waiting.items() if n == 0]
+        # First in, first out: independent steps keep the order they were added in (their
+        # ids, and so their claim order at equal priority, follow it).
+        ready = deque(name for name, n in waiting.items() if n == 0)
         ordered: list[Step] = []
         while ready:
-            name = ready.pop()
+            name = ready.popleft()
             ordered.append(self._steps[name])
             for dependent in dependents[name]:
                 waiting[dependent] -= 1

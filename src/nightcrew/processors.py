@@ -103,7 +103,7 @@ class ProcessorLoader:
         if not self.is_allowed(class_path):
             raise ProcessorNotAllowed(
                 f"processor {class_path!r} is not in the allowed modules "
-                f"({', '.join(self.allowed_modules) or 'none'}); "
+                f"({', '.join((*self.allowed_modules, *ALWAYS_ALLOWED_MODULES))}); "
                 "set NIGHTCREW_PROCESSOR_MODULES to allow it"
             )
         module_name, _, attr = class_path.rpartition(".")

@@ -12,6 +12,7 @@ import collections
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,8 +57,14 @@ class Workers:
         return proc
 
     def logs(self) -> str:
+        """Each worker's log; a live one is asked for its threads' stacks first (SIGUSR1)."""
+        live = [proc for proc, _ in self.procs if proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGUSR1)
+        if live:
+            time.sleep(0.5)
         return "\n".join(
-            f"--- {log.name} (exit {proc.poll()}):\n{log.read_text()[-4000:]}"
+            f"--- {log.name} (exit {proc.poll()}):\n{log.read_text()[-12000:]}"
             for proc, log in self.procs
         )
 

@@ -78,3 +78,17 @@ def test_the_flask_example_enqueues_in_the_request_and_its_worker_runs_it(
         out, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
     assert "nightcrew worker stopped: 1 task(s) processed" in out
+
+
+def test_a_relative_sqlite_uri_is_read_inside_the_instance_folder_as_flask_sqlalchemy_does() -> (
+    None
+):
+    from nightcrew.contrib.flask import settings_from_config
+
+    config = {"SQLALCHEMY_DATABASE_URI": "sqlite:///app.db"}
+    settings = settings_from_config(config, Settings(), instance_path="/srv/app/instance")
+    assert make_url(settings.database_url).database == "/srv/app/instance/app.db"
+    absolute = {"SQLALCHEMY_DATABASE_URI": "sqlite:////var/db/app.db"}
+    assert settings_from_config(absolute, Settings(), "/x").database_url.endswith("/var/db/app.db")
+    named = {"NIGHTCREW_DATABASE_URL": "sqlite:///mine.db", **config}
+    assert settings_from_config(named, Settings(), "/x").database_url == "sqlite:///mine.db"

@@ -40,8 +40,9 @@ async def test_short_tasks_are_claimed_ahead_of_the_free_slots(aapp: Nightcrew) 
 
 async def test_long_tasks_are_not_hoarded(aapp: Nightcrew) -> None:
     """A worker of one slot running slow tasks claims about one at a time, so a second
-    worker arriving later still finds work."""
-    create_maintenance_tasks([Sleep(seconds=0.4) for _ in range(6)], database=aapp)
+    worker arriving later still finds work (ten tasks: on a loaded machine the first may
+    have started only one by the time the second arrives, and must not hold the rest)."""
+    create_maintenance_tasks([Sleep(seconds=0.4) for _ in range(10)], database=aapp)
     first = Worker(app=aapp, concurrency=1)
     running = asyncio.create_task(first.run(until_idle=True))
     await asyncio.sleep(1.0)  # the first has timed a run or two by now

@@ -382,6 +382,17 @@ async def test_pause_resume_run_now_and_delete_with_a_running_worker(
     assert "schedule.delete" in audited
 
 
+async def test_a_drain_runs_the_ticks_due_when_it_starts(app: Nightcrew) -> None:
+    # What `nightcrew run --once` does: a tick due at its start is enqueued and run by it.
+    actions.add_schedule(app, "due-at-deploy", Echo(value=7), every=3600)
+    set_row(app.store, "due-at-deploy", next_run_at=utcnow() - timedelta(seconds=1))
+
+    await asyncio.wait_for(Worker(app=app).run(until_idle=True), 60)
+
+    (task,) = tasks_of(app.store, "due-at-deploy")
+    assert task.status is S.COMPLETED
+
+
 def test_add_refuses_a_one_off_in_the_past_and_a_taken_name(app: Nightcrew) -> None:
     with pytest.raises(ConfigurationError, match="in the past"):
         actions.add_schedule(app, "once", Echo(), at=utcnow() - timedelta(minutes=1))
@@ -485,10 +496,12 @@ async def test_prune_of_a_status_with_zero_retention_keeps_it(store: TaskStore) 
     assert store.run(ops.get_task, ids[0]).status is S.ERROR
 
 
-async def test_the_prune_schedule_runs_as_a_task_in_a_worker(
-    backend: Backend, app: Nightcrew, monkeypatch: pytest.MonkeyPatch
+async def test_the_prune_schedule_runs_as_a_task_in_a_worker_on_the_workers_database(
+    backend: Backend, app: Nightcrew, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("NIGHTCREW_DATABASE_URL", backend.url)  # the processor's database
+    # The environment names another database: the prune must work on the worker's own.
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("NIGHTCREW_DATABASE_URL", f"sqlite:///{elsewhere}")
     old = aged(app.store, S.COMPLETED, 45)
     async with running_worker(backend) as (worker, task):
         ticker = ticker_of(worker)
@@ -498,6 +511,7 @@ async def test_the_prune_schedule_runs_as_a_task_in_a_worker(
     assert row.status is S.COMPLETED, row.error
     assert row.info is not None and row.info["deleted"]["COMPLETED"] == 1
     assert old not in {t.id for t in app.store.run(ops.list_tasks, TaskFilter()).tasks}
+    assert not elsewhere.exists()
 
 
 async def test_stale_pending_tasks_are_cancelled_and_others_kept(store: TaskStore) -> None:

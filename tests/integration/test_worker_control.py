@@ -510,6 +510,25 @@ async def test_a_working_row_without_a_lease_ends_error_once_older_than_the_stal
     assert row.finished_at is not None
 
 
+async def test_a_working_row_without_a_lease_or_start_time_ends_error_once_last_updated_long_ago(
+    backend: Backend, database: Database, astore: TaskStore
+) -> None:
+    # Rows written by hand (or by the origin's code) may have no started_at at all.
+    task = create_maintenance_task(Echo(), database=database, settings=backend.settings())
+    set_status(
+        database,
+        task.id,
+        S.WORKING,
+        lease_token=None,
+        lease_expires_at=None,
+        started_at=None,
+        updated_at=utcnow() - timedelta(hours=2),
+    )
+
+    assert await rescue(astore, stale_after=3600) == [task.id]
+    assert (await get_task(astore, task.id)).status is S.ERROR
+
+
 async def test_a_working_row_without_a_lease_is_left_alone_within_the_stale_limit(
     backend: Backend, database: Database, astore: TaskStore
 ) -> None:

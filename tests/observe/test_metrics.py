@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -161,3 +162,21 @@ def test_a_worker_serves_its_own_metrics_on_its_port(backend: Backend) -> None:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_a_worker_whose_metrics_port_is_taken_exits_with_one_error_line(backend: Backend) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "nightcrew", "worker", "--metrics-port", str(port)],
+            env=backend.env(NIGHTCREW_PROCESSOR_MODULES=",".join(MODULES)),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"error: cannot serve metrics on 0.0.0.0:{port}" in done.stderr

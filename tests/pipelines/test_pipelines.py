@@ -8,6 +8,7 @@ recorded.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -21,7 +22,10 @@ from nightcrew import (
     Worker,
     actions,
 )
+from nightcrew.models import utcnow
+from nightcrew.upkeep import cancel_stale_pending
 from tests.processors import Boom, CollectResults, Echo, Sleep, SyncCollectResults
+from tests.store.kit import force_status
 
 S = MaintenanceTaskStatus
 PS = PipelineStatus
@@ -135,6 +139,34 @@ def test_cancelling_a_pipeline_cancels_its_waiting_steps_at_once(app: Nightcrew)
     assert {s.status for s in steps.values()} == {S.CANCELLED}  # type: ignore[attr-defined]
     with pytest.raises(InvalidTransition):
         actions.cancel_pipeline(app, pipeline_id)
+
+
+async def test_a_step_cancelled_by_upkeep_as_stale_cancels_its_dependents_and_ends_the_pipeline(
+    app: Nightcrew,
+) -> None:
+    p = Pipeline("forgotten")
+    first = p.add(Echo(), name="first")
+    p.add(Echo(), name="second", depends_on=[first])
+    pipeline_id = p.enqueue(database=app)
+    long_ago = utcnow() - timedelta(hours=5)
+    first_id = steps_by_name(app, pipeline_id)["first"].id  # type: ignore[attr-defined]
+    force_status(app.store, first_id, S.PENDING, updated_at=long_ago, start_at=long_ago)
+
+    assert await cancel_stale_pending(app.store, 240) == [first_id]
+
+    steps = steps_by_name(app, pipeline_id)
+    assert {s.status for s in steps.values()} == {S.CANCELLED}  # type: ignore[attr-defined]
+    assert actions.get_pipeline(app, pipeline_id).pipeline.status not in (PS.PENDING, PS.WORKING)
+
+
+def test_independent_steps_are_enqueued_in_the_order_they_were_added(app: Nightcrew) -> None:
+    p = Pipeline("ordered")
+    batches = [p.add(Echo(), name=f"batch-{i}") for i in range(5)]
+    p.add(CollectResults(), name="summary", depends_on=batches)
+    pipeline_id = p.enqueue(database=app)
+
+    steps = sorted(actions.get_pipeline(app, pipeline_id).steps, key=lambda s: s.id)
+    assert [s.step_name for s in steps] == [*(f"batch-{i}" for i in range(5)), "summary"]
 
 
 async def test_retrying_a_step_cancelled_for_its_dependency_runs_it_anyway(

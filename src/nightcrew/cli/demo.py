@@ -135,7 +135,7 @@ def remove_previous_demo(path: Path) -> None:
                 f"refusing to delete {path}: it holds tables the demo did not make "
                 f"({', '.join(sorted(foreign))}); choose another --database-url"
             )
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", "-events"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 

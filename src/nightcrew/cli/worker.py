@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import faulthandler
 import os
 import signal
 import subprocess
@@ -84,6 +85,9 @@ def _run(
     period), a second one stops at once, handing running tasks back. Returns the number
     of outcomes written; raises what stopped the worker if it could not do its job."""
     served, queue_limits = _queues(queues), _limits(limits)
+    # `kill -USR1 PID` prints every thread's stack to stderr: how an operator (or a test
+    # that gave up waiting) sees where a worker that seems stuck is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

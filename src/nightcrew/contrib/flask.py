@@ -32,11 +32,13 @@ and Flask-SQLAlchemy are an optional extra: ``pip install nightcrew[flask]``.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from typing import Any
 
 import click
 from flask import Flask, current_app
+from sqlalchemy.engine import make_url
 
 from nightcrew.app import Nightcrew
 from nightcrew.enqueue import create_maintenance_task
@@ -48,18 +50,43 @@ from nightcrew.settings import Settings
 EXTENSION = "nightcrew"
 
 
-def settings_from_config(config: Any, base: Settings | None = None) -> Settings:
+def settings_from_config(
+    config: Any, base: Settings | None = None, instance_path: str | None = None
+) -> Settings:
     """`Settings` from a Flask config: its ``NIGHTCREW_*`` keys over ``base`` (or the
-    environment's), the database falling back on ``SQLALCHEMY_DATABASE_URI``."""
+    environment's), the database falling back on ``SQLALCHEMY_DATABASE_URI``.
+
+    A relative SQLite path there is read as Flask-SQLAlchemy reads it, inside the app's
+    ``instance_path``: the tasks go to the file the app's own session writes.
+    """
     fields = Settings.model_fields
     values: dict[str, Any] = {}
     for key, value in config.items():
         if key.startswith("NIGHTCREW_") and key[10:].lower() in fields:
             values[key[10:].lower()] = value
     if "database_url" not in values and config.get("SQLALCHEMY_DATABASE_URI"):
-        values["database_url"] = config["SQLALCHEMY_DATABASE_URI"]
+        values["database_url"] = _as_flask_sqlalchemy_reads(
+            str(config["SQLALCHEMY_DATABASE_URI"]), instance_path
+        )
     start = base if base is not None else Settings()
     return start.model_copy(update=values) if values else start
+
+
+def _as_flask_sqlalchemy_reads(uri: str, instance_path: str | None) -> str:
+    url = make_url(uri)
+    database = url.database
+    if (
+        instance_path is None
+        or url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+        or os.path.isabs(database)
+    ):
+        return uri
+    return url.set(database=os.path.join(instance_path, database)).render_as_string(
+        hide_password=False
+    )
 
 
 class NightcrewFlask:
@@ -78,7 +105,7 @@ class NightcrewFlask:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        nightcrew = Nightcrew(settings_from_config(app.config, self.settings))
+        nightcrew = Nightcrew(settings_from_config(app.config, self.settings, app.instance_path))
         app.extensions[EXTENSION] = nightcrew
         app.cli.add_command(_cli_group(self))
 

@@ -220,14 +220,20 @@ class Hub:
                 del self._index[key]
 
     def replay(self, after: int | None, event_filter: EventFilter) -> list[LiveEvent] | None:
-        """Kept events after ``after`` matching the filter; None if some are gone."""
+        """Kept events after ``after`` matching the filter; None if some may be gone.
+
+        An id this hub cannot place (it has kept nothing yet, as after a restart, or the id
+        is past its newest: another process's numbering) may hide missed events: None.
+        """
         ring = self.ring
-        if not ring or after is None:
+        if after is None:
             return []
+        if not ring:
+            return None
         first, last = ring[0].id, ring[-1].id
-        if after >= last:
+        if after == last:
             return []
-        if after < first - 1:
+        if after > last or after < first - 1:
             return None
         start = after + 1 - first  # ids in the ring are consecutive
         return [e for e in itertools.islice(ring, start, None) if event_filter.matches(e)]

@@ -536,8 +536,9 @@ def rescue_statement(dialect: Dialect) -> Update:
     """Hand back WORKING tasks whose worker is gone or stuck.
 
     Two kinds of abandoned rows: an expired lease (``lease_expires_at < :now``), and a
-    WORKING row without any lease whose ``started_at`` is older than ``:stale_before``
-    (rows the origin's runner left; it marks those ERROR after an hour, and so do we).
+    WORKING row without any lease whose ``started_at`` (or, where the origin left none, its
+    last update) is older than ``:stale_before`` (rows the origin's runner left; it marks
+    those ERROR after an hour, and so do we).
 
     An expired lease goes back to PENDING at once *without spending an attempt* (the claim
     counted one; a crash is not the task's failure) and counts a rescue; once a task has
@@ -547,8 +548,11 @@ def rescue_statement(dialect: Dialect) -> Update:
     abandoned. Served by the partial index on leases of WORKING rows.
     """
     now = bindparam("now", type_=UTCDateTime)
+    # A lease-less row the origin left may lack started_at; its last write stands in.
     stale = and_(
-        c.lease_expires_at.is_(None), c.started_at < bindparam("stale_before", UTCDateTime)
+        c.lease_expires_at.is_(None),
+        func.coalesce(c.started_at, c.updated_at, c.created_at)
+        < bindparam("stale_before", UTCDateTime),
     )
     poisoned = c.rescues + 1 > bindparam("max_rescues", type_=Integer)
     new_status = case(

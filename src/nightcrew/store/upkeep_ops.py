@@ -11,6 +11,7 @@ from datetime import datetime
 
 from nightcrew.events import EventKind
 from nightcrew.models import MaintenanceTaskStatus
+from nightcrew.store import pipeline_ops
 from nightcrew.store import upkeep_statements as ust
 from nightcrew.store.plans import Plan, Tx, one_statement, reads
 
@@ -44,9 +45,12 @@ def cancel_stale_batch(tx: Tx, cutoff: datetime, limit: int, minutes: float) -> 
     }
     result = yield ust.cancel_stale_statement(tx.dialect), params
     ids = []
+    steps = []
     for row in result.all():
-        task_id, queue, processor_type = tuple(row)
+        task_id, queue, processor_type, pipeline_id, critical = tuple(row)
         ids.append(int(task_id))
+        if pipeline_id is not None:
+            steps.append((int(task_id), S.CANCELLED, int(pipeline_id), bool(critical)))
         tx.emit(
             EventKind.CANCELLED,
             int(task_id),
@@ -55,4 +59,6 @@ def cancel_stale_batch(tx: Tx, cutoff: datetime, limit: int, minutes: float) -> 
             processor=str(processor_type),
             detail={"reason": "stale pending"},
         )
+    if steps:  # in the same transaction: no dependent is left waiting on a cancelled step
+        yield from pipeline_ops.settle(tx, steps)
     return ids

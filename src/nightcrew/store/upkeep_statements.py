@@ -82,7 +82,8 @@ STALE_REASON = "cancelled by upkeep: PENDING and due for more than {minutes:g} m
 @functools.cache
 def cancel_stale_statement(dialect: Dialect) -> TextClause:
     """Cancel up to ``:limit`` PENDING tasks unchanged and due since before ``:cutoff``
-    (none waiting on a dependency); returns ``id, queue, processor_type``.
+    (none waiting on a dependency); returns ``id, queue, processor_type, pipeline_id,
+    critical`` (a cancelled pipeline step moves its dependents and pipeline with it).
 
     A PENDING row's ``updated_at`` is when it was enqueued, retried or activated, never
     later than it became due but for a ``start_at`` set in the past, so the index's
@@ -100,7 +101,7 @@ def cancel_stale_statement(dialect: Dialect) -> TextClause:
         f"UPDATE {TASKS} SET status = 'CANCELLED', finished_at = :now, updated_at = :now, "
         f"cancel_requested_at = :now, info = {info} "
         f"WHERE {_ids_in(dialect, _pick(dialect, where))} AND status = 'PENDING' "
-        "RETURNING id, queue, processor_type"
+        "RETURNING id, queue, processor_type, pipeline_id, critical"
     )
     return text(sql).bindparams(
         bindparam("cutoff", type_=UTCDateTime),

@@ -1,19 +1,23 @@
 """The upkeep's built-in processors, always allowed by the processor allowlist.
 
 They run as ordinary tasks on the default schedules of `nightcrew.upkeep.schedules` (or by
-``nightcrew schedules run-now nightcrew.prune``). A processor only receives its task, so
-each opens the database itself: ``database_url`` if given, else the worker's
-``NIGHTCREW_DATABASE_URL`` (what a worker process is started with). The schedules never
-store a URL in a row, so no password ends up in the task table.
+``nightcrew schedules run-now nightcrew.prune``). Each works on the database of the worker
+running it (`current_app`: a worker given its settings in code need not match the
+environment), or on ``database_url`` if one is given. The schedules never store a URL in a
+row, so no password ends up in the task table.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
 from nightcrew.app import Nightcrew
+from nightcrew.errors import NightcrewError
+from nightcrew.execution import current_app
 from nightcrew.processors import MaintenanceTaskProcessor
 from nightcrew.settings import Settings
 from nightcrew.upkeep.pruning import Retention, cancel_stale_pending, prune_finished
@@ -22,8 +26,19 @@ if TYPE_CHECKING:
     from nightcrew.models import MaintenanceTask
 
 
-def _settings(database_url: str | None) -> Settings:
-    return Settings() if database_url is None else Settings(database_url=database_url)
+@contextlib.asynccontextmanager
+async def upkeep_app(database_url: str | None) -> AsyncIterator[Nightcrew]:
+    """The app an upkeep task works on: its own URL's, else its worker's (not closed)."""
+    worker_app: Nightcrew | None = None
+    if database_url is None:
+        with contextlib.suppress(NightcrewError):  # outside a worker: the environment's
+            worker_app = current_app()
+    if worker_app is not None:
+        yield worker_app
+        return
+    settings = Settings() if database_url is None else Settings(database_url=database_url)
+    async with Nightcrew(settings) as app:
+        yield app
 
 
 class PruneFinishedTasks(MaintenanceTaskProcessor):
@@ -40,7 +55,7 @@ class PruneFinishedTasks(MaintenanceTaskProcessor):
 
     async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
         retention = Retention(self.completed_days, self.error_days, self.cancelled_days)
-        async with Nightcrew(_settings(self.database_url)) as app:
+        async with upkeep_app(self.database_url) as app:
             report = await prune_finished(
                 app.store, retention, batch_size=self.batch_size, pause=self.pause_seconds
             )
@@ -56,6 +71,6 @@ class CancelStalePending(MaintenanceTaskProcessor):
     database_url: str | None = None
 
     async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
-        async with Nightcrew(_settings(self.database_url)) as app:
+        async with upkeep_app(self.database_url) as app:
             ids = await cancel_stale_pending(app.store, self.minutes, batch_size=self.batch_size)
         return {"cancelled": len(ids), "ids": ids[:100]}

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from nightcrew.app import Nightcrew
 from nightcrew.processors import MaintenanceTaskProcessor
-from nightcrew.settings import Settings
 from nightcrew.store import observe_ops
+from nightcrew.upkeep.processors import upkeep_app
 
 if TYPE_CHECKING:
     from nightcrew.models import MaintenanceTask
@@ -32,10 +31,7 @@ class PruneDeadWorkers(MaintenanceTaskProcessor):
     database_url: str | None = None
 
     async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
-        settings = (
-            Settings() if self.database_url is None else Settings(database_url=self.database_url)
-        )
-        async with Nightcrew(settings) as app:
+        async with upkeep_app(self.database_url) as app:
             pruned = await asyncio.to_thread(
                 app.store.run, observe_ops.prune_dead_workers, self.dead_after_seconds
             )

@@ -32,12 +32,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nightcrew.errors import DatabaseError
 from nightcrew.execution import RunContext, TaskRunner
 from nightcrew.store import TaskStore
 from nightcrew.values import ClaimedTask, ClaimRequest, StopReason
+
+if TYPE_CHECKING:
+    from nightcrew.app import Nightcrew
 from nightcrew.worker.finisher import Finisher
 from nightcrew.worker.state import Running, WorkerState
 
@@ -68,6 +71,8 @@ class Claimer:
         self.finisher = finisher
         #: How a pipeline step reads its dependencies' results (`dependency_results`).
         self.results: Callable[[int], dict[str, Any]] | None = None
+        #: The worker's app, which a run can ask for (`current_app`).
+        self.app: Nightcrew | None = None
         #: The spaced lane: whether its task runs, and when the next one may start.
         self._spaced_busy = False
         self._spaced_gate = 0.0
@@ -220,7 +225,7 @@ class Claimer:
             self._start(state.queued.pop(task_id))
 
     def _cancel_queued(self, claimed: ClaimedTask) -> None:
-        ctx = RunContext(claimed, self.results)
+        ctx = RunContext(claimed, self.results, app=self.app)
         ctx.stop_reason = StopReason.CANCEL
         self.finisher.submit(self.runner.stopped(ctx))
 
@@ -229,7 +234,7 @@ class Claimer:
         state = self.state
         while state.queued:
             task_id = next(iter(state.queued))
-            ctx = RunContext(state.queued.pop(task_id), self.results)
+            ctx = RunContext(state.queued.pop(task_id), self.results, app=self.app)
             ctx.stop_reason = StopReason.SHUTDOWN
             self.finisher.submit(self.runner.stopped(ctx))
 
@@ -247,7 +252,7 @@ class Claimer:
             # lease, the task was rescued and is ours again): that run is not the task's.
             state.stop_run(claimed.id, StopReason.LEASE_LOST)
             state.running.pop(claimed.id, None)
-        ctx = RunContext(claimed, self.results)
+        ctx = RunContext(claimed, self.results, app=self.app)
         ctx.on_progress = state.on_progress
         task = asyncio.create_task(self._execute(ctx))
         running = Running(ctx, task)

@@ -46,6 +46,8 @@ S = MaintenanceTaskStatus
 
 #: Seconds a run that was cancelled at shutdown may take to wind down.
 ABANDON_TIMEOUT = 5.0
+#: Seconds ``run(until_idle=True)`` waits for the ticker's first look at due schedules.
+FIRST_TICKS_TIMEOUT = 10.0
 
 
 class Worker:
@@ -91,18 +93,20 @@ class Worker:
         self.finisher = Finisher(self.store, self.state, self._on_written)
         self.waker = Waker(self.store, self.state)
         self.claimer = Claimer(self.store, self.state, runner, self.finisher)
+        self.claimer.app = self.app
         app_store = self.app.store
         self.claimer.results = lambda task_id: app_store.run(
             pipeline_ops.dependency_results, task_id
         )
         self.rescuer = Rescuer(self.store, self.state)
+        self.ticker = Ticker(self.app, self.store, self.state, self.waker)
         self.services: list[Service] = [
             self.finisher,
             LeaseKeeper(self.store, self.state, self.finisher),
             self.rescuer,
             self.waker,
             ProgressFlusher(self.store, self.state),
-            Ticker(self.app, self.store, self.state, self.waker),
+            self.ticker,
             WorkerRegistry(self.app, self.state),
         ]
         self._hurry = asyncio.Event()
@@ -163,6 +167,8 @@ class Worker:
         ]
         try:
             await self._first_rescue()
+            if until_idle:
+                await self._first_ticks(background[self.services.index(self.ticker)])
             await self._claim(until_idle)
             self.claimer.hand_back_queued()
             await self._drain_in_flight()
@@ -199,6 +205,18 @@ class Worker:
                 self.hurry()
             else:
                 log.warning("rescue before claiming failed (%s); the claimer retries", exc)
+
+    async def _first_ticks(self, ticker: asyncio.Task[None]) -> None:
+        """Draining: let the ticker enqueue the ticks due now before the claimer looks.
+
+        Bounded (`FIRST_TICKS_TIMEOUT`): a database the ticker cannot reach is the
+        claimer's to report; a ticker that stopped (crashed) is not waited for.
+        """
+        caught_up = asyncio.ensure_future(self.ticker.caught_up.wait())
+        try:
+            await asyncio.wait({caught_up, ticker}, timeout=FIRST_TICKS_TIMEOUT)
+        finally:
+            caught_up.cancel()
 
     async def _claim(self, until_idle: bool) -> None:
         if self._fatal is not None:

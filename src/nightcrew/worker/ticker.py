@@ -61,6 +61,10 @@ class Ticker:
         self._wake = asyncio.Event()
         #: What the start-up sync did (None until it ran).
         self.synced: SyncReport | None = None
+        #: Set once the start-up sync ran and no schedule was due at the last look (or its
+        #: due rows were other tickers'): ``run --once`` waits for it before it claims, so
+        #: the ticks due when it starts are among the tasks it runs.
+        self.caught_up = asyncio.Event()
         #: Counters, for operators and benchmarks: earliest-due queries, passes, tasks.
         self.probes = 0
         self.passes = 0
@@ -96,6 +100,7 @@ class Ticker:
                     raise
                 log.warning("ticker: %s; retrying in %.2g s", exc, self.poll_interval)
                 hint = None
+            self.caught_up.set()
             if contended:
                 wait = min(wait, CONTENDED_FIRST * 2 ** min(contended - 1, 8), CONTENDED_MAX)
             elif hint is not None:

@@ -94,11 +94,15 @@ class Waker:
                     self.wake_at(notice.due)
                 else:
                     self.state.wake.set()
-        elif notice.kind == "cancel" and notice.task_id in self.state.running:
+        elif notice.kind == "cancel" and self._holds(notice.task_id):
             assert notice.task_id is not None
             self.state.stop_run(notice.task_id, StopReason.CANCEL)
         for listener in self._listeners.get(notice.kind, ()):
             listener(notice)
+
+    def _holds(self, task_id: int | None) -> bool:
+        """A task this worker runs, or claimed ahead (that one ends CANCELLED unstarted)."""
+        return task_id in self.state.running or task_id in self.state.queued
 
     def add_listener(self, kind: str, listener: Callable[[Notice], None]) -> None:
         """Hand notices of ``kind`` to ``listener`` too (called on the loop, must be quick)."""
