@@ -393,6 +393,15 @@ async def test_a_drain_runs_the_ticks_due_when_it_starts(app: Nightcrew) -> None
     assert task.status is S.COMPLETED
 
 
+async def test_a_drain_waits_for_the_tickers_first_look_not_for_its_time_limit(
+    app: Nightcrew, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nightcrew.worker import supervisor
+
+    monkeypatch.setattr(supervisor, "FIRST_TICKS_TIMEOUT", 3600.0)
+    await asyncio.wait_for(Worker(app=app).run(until_idle=True), 60)
+
+
 def test_add_refuses_a_one_off_in_the_past_and_a_taken_name(app: Nightcrew) -> None:
     with pytest.raises(ConfigurationError, match="in the past"):
         actions.add_schedule(app, "once", Echo(), at=utcnow() - timedelta(minutes=1))

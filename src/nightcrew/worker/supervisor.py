@@ -214,7 +214,11 @@ class Worker:
         """
         caught_up = asyncio.ensure_future(self.ticker.caught_up.wait())
         try:
-            await asyncio.wait({caught_up, ticker}, timeout=FIRST_TICKS_TIMEOUT)
+            await asyncio.wait(
+                {caught_up, ticker},
+                timeout=FIRST_TICKS_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             caught_up.cancel()
 
