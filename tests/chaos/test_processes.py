@@ -181,6 +181,42 @@ def test_tasks_of_a_killed_worker_are_rescued_and_completed_by_another(
 
 
 @pytest.mark.slow
+def test_a_task_of_a_worker_killed_at_default_settings_is_run_again_and_completes(
+    backend: Backend, store: TaskStore, workers: Workers, tmp_path: Path
+) -> None:
+    """Issue 9's crash, as a user meets it: max_attempts 1, a 30 s lease, kill -9 mid-task."""
+    record = tmp_path / "runs.txt"
+    (task_id,) = create_maintenance_tasks(
+        [RecordRun(path=str(record), key="k", seconds=3)],
+        database=store.database,
+        settings=backend.settings(),
+    )
+    # The suite's worker environment shortens the lease and the poll: put the defaults back.
+    defaults = {"NIGHTCREW_LEASE_SECONDS": "30", "NIGHTCREW_POLL_INTERVAL": "0.5"}
+    doomed = workers.start(concurrency=10, **defaults)
+    poll_until(
+        lambda: read_task(store, task_id).status is S.WORKING,
+        what="the task running",
+        within=60,
+        explain=workers.logs,
+    )
+    workers.stop(doomed, signal.SIGKILL)
+    survivor = workers.start(concurrency=10, **defaults)
+
+    def done() -> bool:
+        workers.check_alive(survivor)
+        return read_task(store, task_id).status.is_final
+
+    poll_until(
+        done, what="the task run again (one lease, one rescue)", within=150, explain=workers.logs
+    )
+    assert workers.stop(survivor) == 0, workers.logs()
+    row = read_task(store, task_id)
+    assert (row.status, row.attempts, row.rescues) == (S.COMPLETED, 1, 1)
+    assert recorded(record) == {"k": 1}  # the killed run never got to its end
+
+
+@pytest.mark.slow
 def test_sigterm_lets_in_flight_tasks_finish_and_claims_no_more(
     backend: Backend, store: TaskStore, workers: Workers, tmp_path: Path
 ) -> None:
