@@ -146,15 +146,19 @@ class Listener:
 
         async def main() -> None:
             async with Nightcrew(settings()) as app, stream(app) as events:
-                self.ready.set()
-                iterator = aiter(events)
-                while not self._stop.is_set():
-                    try:
-                        async with asyncio.timeout(0.2):
-                            await anext(iterator)
+
+                async def follow() -> None:
+                    async for _ in events:
                         self.events += 1
-                    except TimeoutError:
-                        pass
+
+                # Not a timeout around each anext: a cancelled anext closes the stream.
+                following = asyncio.create_task(follow())
+                self.ready.set()
+                # The stop flag is a threading.Event (set from the benchmark's thread).
+                stopped = asyncio.ensure_future(asyncio.to_thread(self._stop.wait))
+                await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
 
         asyncio.run(main())
 
