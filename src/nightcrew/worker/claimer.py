@@ -38,11 +38,11 @@ from nightcrew.errors import DatabaseError
 from nightcrew.execution import RunContext, TaskRunner
 from nightcrew.store import TaskStore
 from nightcrew.values import ClaimedTask, ClaimRequest, StopReason
+from nightcrew.worker.finisher import Finisher
+from nightcrew.worker.state import Running, WorkerState
 
 if TYPE_CHECKING:
     from nightcrew.app import Nightcrew
-from nightcrew.worker.finisher import Finisher
-from nightcrew.worker.state import Running, WorkerState
 
 log = logging.getLogger("nightcrew.worker")
 

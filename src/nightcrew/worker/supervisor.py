@@ -167,7 +167,7 @@ class Worker:
         ]
         try:
             await self._first_rescue()
-            if until_idle:
+            if until_idle and self._fatal is None:
                 await self._first_ticks(background[self.services.index(self.ticker)])
             await self._claim(until_idle)
             self.claimer.hand_back_queued()
