@@ -25,7 +25,7 @@ from nightcrew import (
 from nightcrew.models import utcnow
 from nightcrew.upkeep import cancel_stale_pending
 from tests.processors import Boom, CollectResults, Echo, Sleep, SyncCollectResults
-from tests.store.kit import force_status
+from tests.store.kit import claim, force_status
 
 S = MaintenanceTaskStatus
 PS = PipelineStatus
@@ -157,6 +157,27 @@ async def test_a_step_cancelled_by_upkeep_as_stale_cancels_its_dependents_and_en
     steps = steps_by_name(app, pipeline_id)
     assert {s.status for s in steps.values()} == {S.CANCELLED}  # type: ignore[attr-defined]
     assert actions.get_pipeline(app, pipeline_id).pipeline.status not in (PS.PENDING, PS.WORKING)
+
+
+async def test_a_step_the_rescue_gives_up_on_cancels_its_dependents_in_the_same_call(
+    app: Nightcrew,
+) -> None:
+    p = Pipeline("poisoned")
+    first = p.add(Echo(), name="first")
+    p.add(Echo(), name="second", depends_on=[first])
+    pipeline_id = p.enqueue(database=app)
+    first_id = steps_by_name(app, pipeline_id)["first"].id  # type: ignore[attr-defined]
+    (claimed,) = await claim(app.store)
+    assert claimed.id == first_id
+    # Its worker vanished for the last time it may: the lease ran out, the rescues are spent.
+    force_status(app.store, first_id, S.WORKING, lease_expires_at=utcnow() - timedelta(seconds=1))
+
+    (rescued,) = await app.store.rescue(max_rescues=0, stale_after=3600)
+
+    assert (rescued.id, rescued.status) == (first_id, S.ERROR)
+    steps = steps_by_name(app, pipeline_id)
+    assert steps["second"].status is S.CANCELLED  # type: ignore[attr-defined]
+    assert actions.get_pipeline(app, pipeline_id).pipeline.status is PS.ERROR
 
 
 def test_independent_steps_are_enqueued_in_the_order_they_were_added(app: Nightcrew) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy.sql.expression import ClauseElement
 from nightcrew.errors import DatabaseError
 from nightcrew.events import FINISH_KINDS, EventBus, EventKind, TaskEvent
 from nightcrew.models import MaintenanceTaskStatus, utcnow
-from nightcrew.store import pipeline_ops
+from nightcrew.store import pipeline_ops, upkeep_ops
 from nightcrew.store import statements as st
 from nightcrew.store.database import READ_ONLY, Database
 from nightcrew.store.failures import classify, driver_errors
@@ -421,36 +421,9 @@ class TaskStore(ABC):
         return [int(row[0]) for row in rows]
 
     async def rescue(self, *, max_rescues: int, stale_after: float) -> list[Written]:
-        """Hand back abandoned WORKING tasks (see `statements.rescue_statement`)."""
-        stale = timedelta(seconds=stale_after)
-
-        def params(now: datetime) -> dict[str, Any]:
-            return {"now": now, "stale_before": now - stale, "max_rescues": max_rescues}
-
-        rows, now = await self._rows("upkeep", st.rescue_statement(self.dialect), params)
-        rescued = [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
-        ended = [(int(r[0]), S(r[1]), int(r[6]), bool(r[7])) for r in rows if r[6] is not None]
-        ended = [step for step in ended if step[1].is_final]
-        if ended:  # steps the rescue gave up on move their dependents and pipelines
-            await self.arun(pipeline_ops.settle, ended)
-        if rows and self.events.wants(EventKind.RESCUED):
-            self.events.emit_all(
-                [
-                    TaskEvent(
-                        EventKind.RESCUED,
-                        int(r[0]),
-                        now,
-                        status=S(r[1]),
-                        queue=str(r[2]),
-                        processor=str(r[3]),
-                        attempt=int(r[4]),
-                        detail={"rescues": int(r[5])},
-                        pipeline_id=None if r[6] is None else int(r[6]),
-                    )
-                    for r in rows
-                ]
-            )
-        return rescued
+        """Hand back abandoned WORKING tasks and settle the pipeline steps it ended, in one
+        transaction (see `upkeep_ops.rescue_abandoned`); rare, so off the hot connections."""
+        return await self.arun(upkeep_ops.rescue_abandoned, max_rescues, stale_after)
 
     async def save_progress(self, updates: Sequence[ProgressUpdate]) -> None:
         """Write the latest progress of running tasks, fenced by each claim's token."""

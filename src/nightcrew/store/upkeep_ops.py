@@ -7,15 +7,53 @@ rows run beside busy workers without holding their rows or the SQLite write lock
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from nightcrew.events import EventKind
+from nightcrew.events import EventKind, TaskEvent
 from nightcrew.models import MaintenanceTaskStatus
 from nightcrew.store import pipeline_ops
+from nightcrew.store import statements as st
 from nightcrew.store import upkeep_statements as ust
 from nightcrew.store.plans import Plan, Tx, one_statement, reads
+from nightcrew.values import Written
 
 S = MaintenanceTaskStatus
+
+
+def rescue_abandoned(tx: Tx, max_rescues: int, stale_after: float) -> Plan[list[Written]]:
+    """Hand back abandoned WORKING tasks (`statements.rescue_statement`) and, in the same
+    transaction, settle the pipeline steps the rescue gave up on (ERROR as poison tasks,
+    or CANCELLED as asked): a crash between the two can leave no dependent waiting on a
+    step that has already ended. Each rescued task is announced as RESCUED."""
+    params = {
+        "now": tx.now,
+        "stale_before": tx.now - timedelta(seconds=stale_after),
+        "max_rescues": max_rescues,
+    }
+    result = yield st.rescue_statement(tx.dialect), params
+    rows = [tuple(row) for row in result.all()]
+    ended = [
+        (int(r[0]), S(r[1]), int(r[6]), bool(r[7]))
+        for r in rows
+        if r[6] is not None and S(r[1]).is_final
+    ]
+    if ended:
+        yield from pipeline_ops.settle(tx, ended)
+    for r in rows:
+        tx.events.append(
+            TaskEvent(
+                EventKind.RESCUED,
+                int(r[0]),
+                tx.now,
+                status=S(r[1]),
+                queue=str(r[2]),
+                processor=str(r[3]),
+                attempt=int(r[4]),
+                detail={"rescues": int(r[5])},
+                pipeline_id=None if r[6] is None else int(r[6]),
+            )
+        )
+    return [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
 
 
 @one_statement
