@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from nightcrew.errors import FailTask, InvalidTaskOptions, NightcrewError, RetryTask
-from nightcrew.instrument import ErrorHook, report_error, run_span
+from nightcrew.instrument import ErrorHook, Tracing, report_error
 from nightcrew.models import MaintenanceTask, MaintenanceTaskStatus, utcnow
 from nightcrew.processors import MaintenanceTaskProcessor, ProcessorLoader
 from nightcrew.retry import backoff_seconds
@@ -248,6 +248,8 @@ class TaskRunner:
     _is_async: dict[type, bool] = field(default_factory=dict)
     #: Called with the task and the exception on every failed attempt (`nightcrew.instrument`).
     on_error: ErrorHook | None = None
+    #: The host's tracer, if it configured one (a span per run).
+    tracing: Tracing = field(default_factory=Tracing)
 
     async def run(self, ctx: RunContext) -> Outcome:
         """Run one task to an outcome; never raises (a bug here must not kill the worker)."""
@@ -265,8 +267,12 @@ class TaskRunner:
             return self._fail(ctx, exc, retry=False, with_traceback=False)
         token = _current.set(ctx)
         try:
-            with run_span(claimed):
+            span = self.tracing.span(claimed)
+            if span is None:
                 result = await self._call(processor, claimed, ctx)
+            else:
+                with span:
+                    result = await self._call(processor, claimed, ctx)
         except asyncio.CancelledError:
             return self.stopped(ctx)
         except TaskTimedOut as exc:

@@ -16,6 +16,8 @@ configured a tracer provider, each run is a span ``nightcrew.run <Processor>`` w
 task id, processor, queue and attempt as attributes, the exception recorded when it fails.
 Without a configured provider (the API's default proxy) no span is made at all: the API's
 no-op spans still cost a few microseconds per task, a tenth of a drained task's budget.
+Whether a provider is configured is asked at most once a second per worker (`Tracing`):
+the question itself reads the environment, which costs a drain as much again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -91,12 +94,25 @@ def _span(tracer: Any, claimed: ClaimedTask) -> Iterator[None]:
         yield
 
 
-_NO_SPAN = contextlib.nullcontext()
+#: How often a worker asks again whether the host configured a tracer provider (seconds).
+TRACER_CHECK_SECONDS = 1.0
 
 
-def run_span(claimed: ClaimedTask) -> AbstractContextManager[Any]:
-    """A span around one run when tracing is on; a shared no-op context otherwise."""
-    tracer = _tracer()
-    if tracer is None:
-        return _NO_SPAN
-    return _span(tracer, claimed)
+class Tracing:
+    """A worker's view of the host's tracer: looked up at most every `TRACER_CHECK_SECONDS`
+    (a provider configured after the worker started is used from then on)."""
+
+    __slots__ = ("_checked", "_tracer")
+
+    def __init__(self) -> None:
+        self._tracer: Any = None
+        self._checked = float("-inf")
+
+    def span(self, claimed: ClaimedTask) -> AbstractContextManager[Any] | None:
+        """A span around one run, or None when tracing is off (nothing to enter)."""
+        now = time.monotonic()
+        if now - self._checked >= TRACER_CHECK_SECONDS:
+            self._tracer = _tracer()
+            self._checked = now
+        tracer = self._tracer
+        return None if tracer is None else _span(tracer, claimed)

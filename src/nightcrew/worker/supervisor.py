@@ -17,6 +17,7 @@ Adding a service is adding a file and a line to `Worker.__init__`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -165,6 +166,9 @@ class Worker:
             asyncio.create_task(self._supervise(s), name=f"nightcrew-{s.name}")
             for s in self.services
         ]
+        frozen = self.settings.gc_freeze
+        if frozen:
+            gc.freeze()  # see `Settings.gc_freeze`
         try:
             await self._first_rescue()
             if until_idle and self._fatal is None:
@@ -185,6 +189,8 @@ class Worker:
             await self.store.aclose()
             if self._owns_app:
                 await self.app.aclose()
+            if frozen:
+                gc.unfreeze()
             log.info("worker stopped", extra={"worker": self.id, "processed": self.processed})
         if self._fatal is not None:
             raise self._fatal
