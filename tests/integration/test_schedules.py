@@ -565,4 +565,4 @@ def test_a_prune_of_many_rows_takes_many_short_batches(store: TaskStore) -> None
             synchronize_session=False,
         )
     report = asyncio.run(prune_finished(store, Retention(), batch_size=100, pause=0.01))
-    assert (report.deleted["COMPLETED"], report.batches) == (250, 3 + 1 + 1)
+    assert (report.deleted["COMPLETED"], report.batches) == (250, 3 + 1 + 1 + 1)

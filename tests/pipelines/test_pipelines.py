@@ -22,8 +22,9 @@ from nightcrew import (
     Worker,
     actions,
 )
+from nightcrew.errors import PipelineNotFound
 from nightcrew.models import utcnow
-from nightcrew.upkeep import cancel_stale_pending
+from nightcrew.upkeep import Retention, cancel_stale_pending, prune_finished
 from tests.processors import Boom, CollectResults, Echo, Sleep, SyncCollectResults
 from tests.store.kit import claim, force_status
 
@@ -178,6 +179,32 @@ async def test_a_step_the_rescue_gives_up_on_cancels_its_dependents_in_the_same_
     steps = steps_by_name(app, pipeline_id)
     assert steps["second"].status is S.CANCELLED  # type: ignore[attr-defined]
     assert actions.get_pipeline(app, pipeline_id).pipeline.status is PS.ERROR
+
+
+async def test_a_finished_pipeline_is_pruned_with_its_last_step(aapp: Nightcrew) -> None:
+    def pipeline(name: str) -> int:
+        p = Pipeline(name)
+        first = p.add(Echo(), name="first")
+        p.add(Boom(), name="second", depends_on=[first], critical=False)
+        return p.enqueue(database=aapp)
+
+    old, half_kept, recent = pipeline("old"), pipeline("half-kept"), pipeline("recent")
+    await drain(aapp)
+    month_ago = utcnow() - timedelta(days=40)
+    for pipeline_id in (old, half_kept):
+        for step in steps_by_name(aapp, pipeline_id).values():
+            # COMPLETED is kept 30 days, ERROR 90: only "old" loses its ERROR step too.
+            days = 100 if pipeline_id == old else 40
+            age = month_ago if step.status is S.COMPLETED else utcnow() - timedelta(days=days)  # type: ignore[attr-defined]
+            force_status(aapp.store, step.id, step.status, updated_at=age)  # type: ignore[attr-defined]
+
+    report = await prune_finished(aapp.store, Retention(), pause=0)
+
+    assert report.pipelines == 1
+    with pytest.raises(PipelineNotFound):
+        actions.get_pipeline(aapp, old)
+    assert [s.step_name for s in actions.get_pipeline(aapp, half_kept).steps] == ["second"]
+    assert len(actions.get_pipeline(aapp, recent).steps) == 2
 
 
 def test_independent_steps_are_enqueued_in_the_order_they_were_added(app: Nightcrew) -> None:

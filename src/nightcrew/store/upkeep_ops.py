@@ -64,6 +64,13 @@ def prune_batch(tx: Tx, status: MaintenanceTaskStatus, cutoff: datetime, limit: 
     return max(0, int(result.rowcount))
 
 
+@one_statement
+def prune_pipelines_batch(tx: Tx, limit: int) -> Plan[int]:
+    """Delete up to ``limit`` finished pipelines whose steps have all been pruned."""
+    result = yield ust.prune_pipelines_statement(tx.dialect), {"limit": limit}
+    return max(0, int(result.rowcount))
+
+
 @reads
 def count_prunable(tx: Tx, status: MaintenanceTaskStatus, cutoff: datetime) -> Plan[int]:
     """How many tasks of ``status`` a prune with ``cutoff`` would delete (at most)."""

@@ -19,6 +19,9 @@ from nightcrew.values import Dialect
 
 TASKS = cast(Table, MaintenanceTask.__table__).name
 DEPENDENCIES = "nightcrew_task_dependencies"
+PIPELINES = "nightcrew_pipelines"
+#: A pipeline in one of these statuses is over; once its last step is pruned, so is it.
+_PIPELINE_FINAL = "'COMPLETED', 'PARTIAL_SUCCESS', 'ERROR', 'CANCELLED'"
 BY_AGE = "ix_maintenance_tasks_status_updated"
 _OPEN = ", ".join(f"'{s.value}'" for s in sorted(OPEN_STATUSES))
 #: The statuses a prune may delete (final ones only, ever).
@@ -63,6 +66,20 @@ def prune_statement(dialect: Dialect, status: MaintenanceTaskStatus) -> TextClau
     return text(sql).bindparams(
         bindparam("cutoff", type_=UTCDateTime), bindparam("limit", type_=Integer)
     )
+
+
+@functools.cache
+def prune_pipelines_statement(dialect: Dialect) -> TextClause:
+    """Delete up to ``:limit`` finished pipelines none of whose steps is left (each step
+    is a task, pruned by its own status's retention; the pipeline goes with the last)."""
+    lock = " FOR UPDATE OF p SKIP LOCKED" if dialect == "postgresql" else ""
+    pick = (
+        f"SELECT p.id FROM {PIPELINES} AS p WHERE p.status IN ({_PIPELINE_FINAL}) "
+        f"AND NOT EXISTS (SELECT 1 FROM {TASKS} AS t WHERE t.pipeline_id = p.id) "
+        f"ORDER BY p.updated_at LIMIT :limit{lock}"
+    )
+    sql = f"DELETE FROM {PIPELINES} WHERE {_ids_in(dialect, pick)}"
+    return text(sql).bindparams(bindparam("limit", type_=Integer))
 
 
 @functools.cache

@@ -44,6 +44,8 @@ class PruneReport:
     deleted: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     seconds: float = 0.0
+    #: Finished pipelines deleted because their last step was (not counted in `total`).
+    pipelines: int = 0
 
     @property
     def total(self) -> int:
@@ -55,6 +57,7 @@ class PruneReport:
             "total": self.total,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
+            "pipelines": self.pipelines,
         }
 
 
@@ -109,7 +112,16 @@ async def prune_finished(
             if pause > 0:
                 await asyncio.sleep(pause)
         deleted[status.value] = count
-    return PruneReport(deleted, batches, time.monotonic() - started)
+    pipelines = 0
+    while True:  # then the pipelines whose steps are all gone now
+        n = await store.arun(upkeep_ops.prune_pipelines_batch, batch_size)
+        batches += 1
+        pipelines += n
+        if n < batch_size:
+            break
+        if pause > 0:
+            await asyncio.sleep(pause)
+    return PruneReport(deleted, batches, time.monotonic() - started, pipelines)
 
 
 async def cancel_stale_pending(

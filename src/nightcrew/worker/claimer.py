@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from nightcrew.errors import DatabaseError
@@ -78,6 +78,9 @@ class Claimer:
         self._spaced_busy = False
         self._spaced_gate = 0.0
         self._spaced_look = 0.0
+        #: Draining, nothing left: awaited before giving up; True means look again (the
+        #: supervisor waits there, once, for the ticker's first look).
+        self.before_idle: Callable[[], Awaitable[bool]] | None = None
         #: The runs' pace: a moving average of their durations (None until one ran).
         self._run_seconds: float | None = None
         state.on_queued_cancel = self._cancel_queued
@@ -131,6 +134,8 @@ class Claimer:
                 if self.finisher.pending or self.finisher.processed != written_before:
                     await self.finisher.flush()  # a retry due now must be visible first
                     continue
+                if self.before_idle is not None and await self.before_idle():
+                    continue  # something the worker waited for may have made work due
                 wait = self._spaced_gate - time.monotonic()
                 if wait <= 0:
                     return

@@ -112,6 +112,7 @@ class Worker:
         ]
         self._hurry = asyncio.Event()
         self._fatal: BaseException | None = None
+        self._ticks_awaited = False
 
     # ---------------------------------------------------------------- public
 
@@ -171,8 +172,11 @@ class Worker:
             gc.freeze()  # see `Settings.gc_freeze`
         try:
             await self._first_rescue()
-            if until_idle and self._fatal is None:
-                await self._first_ticks(background[self.services.index(self.ticker)])
+            if until_idle:
+                # Claims start at once; draining ends only once the ticker has had its
+                # first look, so the ticks due at the start are among the tasks it runs.
+                ticker = background[self.services.index(self.ticker)]
+                self.claimer.before_idle = lambda: self._first_ticks(ticker)
             await self._claim(until_idle)
             self.claimer.hand_back_queued()
             await self._drain_in_flight()
@@ -212,12 +216,16 @@ class Worker:
             else:
                 log.warning("rescue before claiming failed (%s); the claimer retries", exc)
 
-    async def _first_ticks(self, ticker: asyncio.Task[None]) -> None:
-        """Draining: let the ticker enqueue the ticks due now before the claimer looks.
+    async def _first_ticks(self, ticker: asyncio.Task[None]) -> bool:
+        """Draining, nothing left to claim: wait for the ticker's first look (the ticks
+        due when the worker started), once; True the first time (claim again).
 
         Bounded (`FIRST_TICKS_TIMEOUT`): a database the ticker cannot reach is the
         claimer's to report; a ticker that stopped (crashed) is not waited for.
         """
+        if self._ticks_awaited:
+            return False
+        self._ticks_awaited = True
         caught_up = asyncio.ensure_future(self.ticker.caught_up.wait())
         try:
             await asyncio.wait(
@@ -227,6 +235,7 @@ class Worker:
             )
         finally:
             caught_up.cancel()
+        return True
 
     async def _claim(self, until_idle: bool) -> None:
         if self._fatal is not None:

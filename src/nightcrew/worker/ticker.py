@@ -62,7 +62,7 @@ class Ticker:
         #: What the start-up sync did (None until it ran).
         self.synced: SyncReport | None = None
         #: Set once the start-up sync ran and no schedule was due at the last look (or its
-        #: due rows were other tickers'): ``run --once`` waits for it before it claims, so
+        #: due rows were other tickers'): ``run --once`` waits for it before it ends, so
         #: the ticks due when it starts are among the tasks it runs.
         self.caught_up = asyncio.Event()
         #: Counters, for operators and benchmarks: earliest-due queries, passes, tasks.
