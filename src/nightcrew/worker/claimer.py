@@ -8,8 +8,7 @@ limited queue is claimed up to its headroom, and slots they leave unused serve t
 Tasks with a ``delay`` (the origin's data: its runner slept ``delay`` seconds after such a
 task, to stay under rate limits) run in a lane of their own: one at a time, and the next
 one only ``delay`` seconds after the previous ended, whatever the worker's concurrency. The
-lane's task takes one of the worker's slots. While plain claims come back full the lane
-is looked at once a poll interval (so a spaced task waits at most that behind a backlog).
+lane's task takes one of the worker's slots.
 
 **Prefetch.** With short tasks a claim of only the free slots is mostly round trip: at the
 default concurrency of 10, ten no-op tasks per claim statement. So the claimer also claims
@@ -77,7 +76,6 @@ class Claimer:
         #: The spaced lane: whether its task runs, and when the next one may start.
         self._spaced_busy = False
         self._spaced_gate = 0.0
-        self._spaced_look = 0.0
         #: Draining, nothing left: awaited before giving up; True means look again (the
         #: supervisor waits there, once, for the ticker's first look).
         self.before_idle: Callable[[], Awaitable[bool]] | None = None
@@ -166,17 +164,7 @@ class Claimer:
         the worker's other queues in one more statement.
         """
         asked, got = await self._claim_plain(free)
-        now = time.monotonic()
-        if (
-            free - got > 0
-            and not self._spaced_busy
-            and now >= self._spaced_gate
-            # While plain claims come back full (a backlog), the lane is looked at once a
-            # poll interval, not once a claim: a second statement per claim would cost a
-            # drain of plain tasks a third of its rate, for a lane that is usually empty.
-            and (got < asked or now >= self._spaced_look)
-        ):
-            self._spaced_look = now + self.state.config.poll_interval
+        if free - got > 0 and not self._spaced_busy and time.monotonic() >= self._spaced_gate:
             asked += 1
             got += await self._claim(self.state.config.queues, 1, spaced=True)
         return asked, got
