@@ -372,7 +372,7 @@ def scenario_prune(logs: Path, finished: int = 1_000_000, tasks: int = 50_000) -
     async def pruning() -> Any:
         async with Nightcrew(Settings(database_url=url)) as app:
             started = time.time()
-            report = await prune_finished(app.store, Retention(), batch_size=1000, pause=0.05)
+            report = await prune_finished(app.store, Retention())  # the defaults
             return report, started, time.time()
 
     holder: dict[str, Any] = {}
