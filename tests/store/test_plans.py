@@ -52,6 +52,14 @@ def hot_cases(dialect: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
             st.rescue_statement(dialect),
             {"now": now, "stale_before": now - timedelta(hours=1), "max_rescues": 3},
         ),
+        "rescue, all but ending steps": (
+            st.rescue_statement(dialect, ending_steps=False),
+            {"now": now, "stale_before": now - timedelta(hours=1), "max_rescues": 3},
+        ),
+        "rescue, ending steps": (
+            st.rescue_statement(dialect, ending_steps=True),
+            {"now": now, "stale_before": now - timedelta(hours=1), "max_rescues": 3},
+        ),
         "progress": (
             st.progress_statement(dialect),
             {"report": json.dumps([{**lease, "progress": 5.0} for lease in LEASES]), "now": now},

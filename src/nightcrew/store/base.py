@@ -421,9 +421,38 @@ class TaskStore(ABC):
         return [int(row[0]) for row in rows]
 
     async def rescue(self, *, max_rescues: int, stale_after: float) -> list[Written]:
-        """Hand back abandoned WORKING tasks and settle the pipeline steps it ended, in one
-        transaction (see `upkeep_ops.rescue_abandoned`); rare, so off the hot connections."""
-        return await self.arun(upkeep_ops.rescue_abandoned, max_rescues, stale_after)
+        """Hand back abandoned WORKING tasks (see `statements.rescue_statement`).
+
+        Two statements: every row but the pipeline steps it ends, in one statement on the
+        upkeep connection; then those steps, in a transaction that also settles their
+        dependents and pipelines (`upkeep_ops.rescue_ending_steps`).
+        """
+        stale = timedelta(seconds=stale_after)
+
+        def params(now: datetime) -> dict[str, Any]:
+            return {"now": now, "stale_before": now - stale, "max_rescues": max_rescues}
+
+        stmt = st.rescue_statement(self.dialect, ending_steps=False)
+        rows, now = await self._rows("upkeep", stmt, params)
+        if rows and self.events.wants(EventKind.RESCUED):
+            self.events.emit_all(
+                [
+                    TaskEvent(
+                        EventKind.RESCUED,
+                        int(r[0]),
+                        now,
+                        status=S(r[1]),
+                        queue=str(r[2]),
+                        processor=str(r[3]),
+                        attempt=int(r[4]),
+                        detail={"rescues": int(r[5])},
+                        pipeline_id=None if r[6] is None else int(r[6]),
+                    )
+                    for r in rows
+                ]
+            )
+        rescued = [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
+        return rescued + await self.arun(upkeep_ops.rescue_ending_steps, max_rescues, stale_after)
 
     async def save_progress(self, updates: Sequence[ProgressUpdate]) -> None:
         """Write the latest progress of running tasks, fenced by each claim's token."""

@@ -38,6 +38,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    not_,
     or_,
     select,
     update,
@@ -532,8 +533,12 @@ STALE_WORKING = (
 
 
 @functools.cache
-def rescue_statement(dialect: Dialect) -> Update:
+def rescue_statement(dialect: Dialect, ending_steps: bool | None = None) -> Update:
     """Hand back WORKING tasks whose worker is gone or stuck.
+
+    ``ending_steps`` splits the rows in two: False leaves out the pipeline steps the rescue
+    would end (ERROR or CANCELLED), True takes only those (they are settled in the same
+    transaction, see `upkeep_ops.rescue_ending_steps`); None takes every row.
 
     Two kinds of abandoned rows: an expired lease (``lease_expires_at < :now``), and a
     WORKING row without any lease whose ``started_at`` (or, where the origin left none, its
@@ -595,9 +600,13 @@ def rescue_statement(dialect: Dialect) -> Update:
         if dialect == "postgresql"
         else c.id.in_(pick.scalar_subquery())
     )
+    conditions = [abandoned, _is(S.WORKING), or_(c.lease_expires_at < now, stale)]
+    if ending_steps is not None:
+        ending = and_(c.pipeline_id.is_not(None), new_status != _word(S.PENDING.value))
+        conditions.append(ending if ending_steps else not_(ending))
     return (
         update(T)
-        .where(abandoned, _is(S.WORKING), or_(c.lease_expires_at < now, stale))
+        .where(*conditions)
         .values(
             status=new_status,
             info=info,

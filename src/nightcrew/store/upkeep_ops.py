@@ -20,17 +20,18 @@ from nightcrew.values import Written
 S = MaintenanceTaskStatus
 
 
-def rescue_abandoned(tx: Tx, max_rescues: int, stale_after: float) -> Plan[list[Written]]:
-    """Hand back abandoned WORKING tasks (`statements.rescue_statement`) and, in the same
-    transaction, settle the pipeline steps the rescue gave up on (ERROR as poison tasks,
-    or CANCELLED as asked): a crash between the two can leave no dependent waiting on a
-    step that has already ended. Each rescued task is announced as RESCUED."""
+def rescue_ending_steps(tx: Tx, max_rescues: int, stale_after: float) -> Plan[list[Written]]:
+    """End the abandoned pipeline steps the rescue gives up on (ERROR as poison tasks, or
+    CANCELLED as asked) and, in the same transaction, settle their dependents and
+    pipelines: a crash between the two can leave no dependent waiting on a step that has
+    already ended. The other abandoned rows are the store's fast path
+    (`TaskStore.rescue`). Each is announced as RESCUED."""
     params = {
         "now": tx.now,
         "stale_before": tx.now - timedelta(seconds=stale_after),
         "max_rescues": max_rescues,
     }
-    result = yield st.rescue_statement(tx.dialect), params
+    result = yield st.rescue_statement(tx.dialect, ending_steps=True), params
     rows = [tuple(row) for row in result.all()]
     ended = [
         (int(r[0]), S(r[1]), int(r[6]), bool(r[7]))
