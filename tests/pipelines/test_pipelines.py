@@ -42,6 +42,15 @@ def steps_by_name(app: Nightcrew, pipeline_id: int) -> dict[str, object]:
     return {s.step_name: s for s in detail.steps}
 
 
+def two_steps(app: Nightcrew, name: str) -> tuple[int, int]:
+    """A pipeline of "first" then "second" (depending on it): its id and first's."""
+    p = Pipeline(name)
+    first = p.add(Echo(), name="first")
+    p.add(Echo(), name="second", depends_on=[first])
+    pipeline_id = p.enqueue(database=app)
+    return pipeline_id, steps_by_name(app, pipeline_id)["first"].id  # type: ignore[attr-defined]
+
+
 async def test_a_diamond_runs_each_step_after_its_dependencies(aapp: Nightcrew) -> None:
     p = Pipeline("diamond")
     top = p.add(Echo(value=1), name="top")
@@ -145,12 +154,8 @@ def test_cancelling_a_pipeline_cancels_its_waiting_steps_at_once(app: Nightcrew)
 async def test_a_step_cancelled_by_upkeep_as_stale_cancels_its_dependents_and_ends_the_pipeline(
     app: Nightcrew,
 ) -> None:
-    p = Pipeline("forgotten")
-    first = p.add(Echo(), name="first")
-    p.add(Echo(), name="second", depends_on=[first])
-    pipeline_id = p.enqueue(database=app)
+    pipeline_id, first_id = two_steps(app, "forgotten")
     long_ago = utcnow() - timedelta(hours=5)
-    first_id = steps_by_name(app, pipeline_id)["first"].id  # type: ignore[attr-defined]
     force_status(app.store, first_id, S.PENDING, updated_at=long_ago, start_at=long_ago)
 
     assert await cancel_stale_pending(app.store, 240) == [first_id]
@@ -163,11 +168,7 @@ async def test_a_step_cancelled_by_upkeep_as_stale_cancels_its_dependents_and_en
 async def test_a_step_the_rescue_gives_up_on_cancels_its_dependents_in_the_same_call(
     app: Nightcrew,
 ) -> None:
-    p = Pipeline("poisoned")
-    first = p.add(Echo(), name="first")
-    p.add(Echo(), name="second", depends_on=[first])
-    pipeline_id = p.enqueue(database=app)
-    first_id = steps_by_name(app, pipeline_id)["first"].id  # type: ignore[attr-defined]
+    pipeline_id, first_id = two_steps(app, "poisoned")
     (claimed,) = await claim(app.store)
     assert claimed.id == first_id
     # Its worker vanished for the last time it may: the lease ran out, the rescues are spent.

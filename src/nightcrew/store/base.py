@@ -435,22 +435,7 @@ class TaskStore(ABC):
         stmt = st.rescue_statement(self.dialect, ending_steps=False)
         rows, now = await self._rows("upkeep", stmt, params)
         if rows and self.events.wants(EventKind.RESCUED):
-            self.events.emit_all(
-                [
-                    TaskEvent(
-                        EventKind.RESCUED,
-                        int(r[0]),
-                        now,
-                        status=S(r[1]),
-                        queue=str(r[2]),
-                        processor=str(r[3]),
-                        attempt=int(r[4]),
-                        detail={"rescues": int(r[5])},
-                        pipeline_id=None if r[6] is None else int(r[6]),
-                    )
-                    for r in rows
-                ]
-            )
+            self.events.emit_all([upkeep_ops.rescued_event(r, now) for r in rows])
         rescued = [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
         return rescued + await self.arun(upkeep_ops.rescue_ending_steps, max_rescues, stale_after)
 

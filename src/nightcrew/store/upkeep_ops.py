@@ -7,7 +7,9 @@ rows run beside busy workers without holding their rows or the SQLite write lock
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from nightcrew.events import EventKind, TaskEvent
 from nightcrew.models import MaintenanceTaskStatus
@@ -40,21 +42,23 @@ def rescue_ending_steps(tx: Tx, max_rescues: int, stale_after: float) -> Plan[li
     ]
     if ended:
         yield from pipeline_ops.settle(tx, ended)
-    for r in rows:
-        tx.events.append(
-            TaskEvent(
-                EventKind.RESCUED,
-                int(r[0]),
-                tx.now,
-                status=S(r[1]),
-                queue=str(r[2]),
-                processor=str(r[3]),
-                attempt=int(r[4]),
-                detail={"rescues": int(r[5])},
-                pipeline_id=None if r[6] is None else int(r[6]),
-            )
-        )
+    tx.events.extend(rescued_event(r, tx.now) for r in rows)
     return [Written(int(r[0]), S(r[1]), str(r[2])) for r in rows]
+
+
+def rescued_event(row: Sequence[Any], now: datetime) -> TaskEvent:
+    """The RESCUED event of one row the rescue statement returned (either half of it)."""
+    return TaskEvent(
+        EventKind.RESCUED,
+        int(row[0]),
+        now,
+        status=S(row[1]),
+        queue=str(row[2]),
+        processor=str(row[3]),
+        attempt=int(row[4]),
+        detail={"rescues": int(row[5])},
+        pipeline_id=None if row[6] is None else int(row[6]),
+    )
 
 
 @one_statement
