@@ -61,6 +61,24 @@ class PruneReport:
         }
 
 
+#: A prune rests at least this many times as long as its last batch took (and at least
+#: ``pause``): on an idle database a batch takes ~20 ms and the pause decides the pace; on
+#: a busy one batches slow down, and the prune backs off with them instead of taking the
+#: same share of the database from the workers.
+REST_FACTOR = 2.0
+
+
+def rest_seconds(pause: float, took: float) -> float:
+    """How long to wait before the next batch, after one that took ``took`` seconds."""
+    return max(pause, REST_FACTOR * took) if pause > 0 else 0.0
+
+
+async def _rest(pause: float, took: float) -> None:
+    wait = rest_seconds(pause, took)
+    if wait > 0:
+        await asyncio.sleep(wait)
+
+
 def _in_task() -> bool:
     """Whether we run inside a nightcrew task (progress can be reported)."""
     try:
@@ -79,7 +97,8 @@ async def prune_finished(
     now: datetime | None = None,
 ) -> PruneReport:
     """Delete finished tasks older than ``retention``, ``batch_size`` rows per transaction,
-    ``pause`` seconds between transactions; progress is reported when run as a task.
+    at least ``pause`` seconds (and twice the last batch's time) between transactions;
+    ``pause=0`` runs them back to back. Progress is reported when run as a task.
 
     The cutoffs are fixed when it starts, so tasks finishing meanwhile are left for the
     next run, and the loop ends.
@@ -101,7 +120,9 @@ async def prune_finished(
     for status, cutoff in cutoffs.items():
         count = 0
         while True:
+            began = time.monotonic()
             n = await store.arun(upkeep_ops.prune_batch, status, cutoff, batch_size)
+            took = time.monotonic() - began
             batches += 1
             count += n
             done += n
@@ -109,18 +130,18 @@ async def prune_finished(
                 await report_progress(min(100.0, 100.0 * done / total), f"{done} deleted")
             if n < batch_size:
                 break
-            if pause > 0:
-                await asyncio.sleep(pause)
+            await _rest(pause, took)
         deleted[status.value] = count
     pipelines = 0
     while True:  # then the pipelines whose steps are all gone now
+        began = time.monotonic()
         n = await store.arun(upkeep_ops.prune_pipelines_batch, batch_size)
+        took = time.monotonic() - began
         batches += 1
         pipelines += n
         if n < batch_size:
             break
-        if pause > 0:
-            await asyncio.sleep(pause)
+        await _rest(pause, took)
     return PruneReport(deleted, batches, time.monotonic() - started, pipelines)
 
 
