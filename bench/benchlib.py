@@ -328,6 +328,12 @@ def drain_summary(
         "tps": round(n / elapsed, 1) if elapsed > 0 else float("inf"),
         "executed": sum(c["executed"] for c in children),
         "go_lag_ms": round((start - go) * 1000, 2),
+        # The workers' own CPU time while draining, where a child reports it (``cpu_s``).
+        "worker_cpu_s": (
+            round(sum(c["cpu_s"] for c in children), 4)
+            if all("cpu_s" in c for c in children)
+            else None
+        ),
     }
 
 

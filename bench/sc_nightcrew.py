@@ -454,8 +454,10 @@ def child_drain(params: dict[str, Any], settings: dict[str, Any]) -> None:
         worker = Worker(make_settings(params, settings))
         await _warm(worker)
         t_start = await asyncio.to_thread(bl.child_ready_and_wait)
+        c0 = time.process_time()
         await worker.run(until_idle=True)
-        return {"t_start": t_start, "t_end": time.time(), "executed": procs.executed}
+        cpu = time.process_time() - c0
+        return {"t_start": t_start, "t_end": time.time(), "executed": procs.executed, "cpu_s": cpu}
 
     bl.emit(run_async(main(), settings))
 

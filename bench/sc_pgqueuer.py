@@ -220,12 +220,14 @@ def child_drain(params: dict[str, Any], settings: dict[str, Any]) -> None:
             executed += 1
 
         t_start = await asyncio.to_thread(bl.child_ready_and_wait)
+        c0 = time.process_time()
         await pgq.run(
             batch_size=settings["batch_size"],
             max_concurrent_tasks=settings["max_concurrent_tasks"],
             mode=QueueExecutionMode.drain,
         )
-        return {"t_start": t_start, "t_end": time.time(), "executed": executed}
+        cpu = time.process_time() - c0
+        return {"t_start": t_start, "t_end": time.time(), "executed": executed, "cpu_s": cpu}
 
     bl.emit(run_async(main(), settings))
 
