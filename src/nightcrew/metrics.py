@@ -46,7 +46,7 @@ import bisect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -60,6 +60,7 @@ from prometheus_client.registry import Collector
 
 from nightcrew.errors import ConfigurationError, DatabaseError
 from nightcrew.events import EventBus, EventKind, TaskEvent
+from nightcrew.models import MaintenanceTaskStatus
 from nightcrew.store import observe_ops
 
 if TYPE_CHECKING:
@@ -90,6 +91,13 @@ COUNTED_KINDS = (
 )
 
 
+#: Kinds `TaskEventCollector.on_events` counts by columns when an emission is all one
+#: kind, queue and processor.
+_COLUMN_KINDS = frozenset(
+    {EventKind.STARTED, EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED}
+)
+
+
 class _Histogram:
     """Bucket counts and a sum: what a histogram is, updated with plain additions."""
 
@@ -103,6 +111,18 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def observe_all(self, values: Sequence[float]) -> None:
+        """`observe` each of ``values`` (negatives as 0): sorted once, then one bisection
+        per bucket, not per value (a claim's 500 pickups in a few microseconds)."""
+        ordered = sorted(values)
+        below = 0
+        for i, bound in enumerate(self.bounds):
+            upto = bisect.bisect_right(ordered, bound)
+            self.counts[i] += upto - below
+            below = upto
+        self.counts[-1] += len(ordered) - below
+        self.total += sum(ordered[bisect.bisect_right(ordered, 0.0) :])
 
     def buckets(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
@@ -146,6 +166,48 @@ class TaskEventCollector(Collector):
         return unwatch
 
     def on_events(self, events: Sequence[TaskEvent]) -> None:
+        # Hot: two events a task on a drain. An emission of one kind, queue and processor (a
+        # claim, a batch of completions) is counted by columns; any other, event by event.
+        if not events:
+            return
+        fields = list(zip(*events, strict=True))
+        kinds, statuses, queues, processors = fields[0], fields[3], fields[4], fields[5]
+        kind = kinds[0]
+        if kind in _COLUMN_KINDS and all(
+            c.count(c[0]) == len(c) for c in (kinds, statuses, queues, processors)
+        ):
+            with self._lock:
+                self._count_columns(kind, statuses[0], queues[0], processors[0], fields)
+            return
+        self._count_each(events)
+
+    def _count_columns(
+        self,
+        kind: EventKind,
+        status: MaintenanceTaskStatus | None,
+        queue: str | None,
+        processor: str | None,
+        fields: list[tuple[Any, ...]],
+    ) -> None:
+        if kind is EventKind.STARTED:
+            waits = [w for w in fields[14] if w is not None]
+            if waits:
+                hist = self.pickups.get(queue or "")
+                if hist is None:
+                    hist = self.pickups[queue or ""] = _Histogram(PICKUP_BUCKETS)
+                hist.observe_all(waits)
+            return
+        labels = (processor or "", queue or "")
+        key = (labels[0], labels[1], status.value if status is not None else kind.value.upper())
+        self.finished[key] = self.finished.get(key, 0.0) + len(fields[0])
+        durations = [d for d in fields[9] if d is not None]
+        if durations:
+            hist = self.durations.get(labels)
+            if hist is None:
+                hist = self.durations[labels] = _Histogram(DURATION_BUCKETS)
+            hist.observe_all(durations)
+
+    def _count_each(self, events: Sequence[TaskEvent]) -> None:
         started, created = EventKind.STARTED, EventKind.CREATED
         finished_kinds = (EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED)
         with self._lock:
