@@ -1,13 +1,14 @@
 """Claiming ahead (prefetch): batched claims for short tasks, never more runs than slots,
-no hoarding of long tasks, nothing claimed ahead lost when the worker stops."""
+no hoarding of long tasks, nothing claimed ahead lost when the worker stops or run when
+cancelled."""
 
 from __future__ import annotations
 
 import asyncio
 
-from nightcrew import MaintenanceTaskStatus, Nightcrew, Worker, create_maintenance_tasks
+from nightcrew import MaintenanceTaskStatus, Nightcrew, Worker, actions, create_maintenance_tasks
 from nightcrew.store import ops
-from nightcrew.values import ClaimedTask, ClaimRequest, TaskFilter
+from nightcrew.values import ClaimedTask, ClaimRequest, StopReason, TaskFilter
 from tests.processors import TRACKED_MAX, Echo, Sleep, Tracked
 
 S = MaintenanceTaskStatus
@@ -68,3 +69,22 @@ async def test_tasks_claimed_ahead_go_back_pending_when_the_worker_stops(
     assert counts[S.PENDING] > 0
     pending = await aapp.store.arun(ops.list_tasks, TaskFilter(statuses=(S.PENDING,), limit=1000))
     assert all(t.attempts == 0 for t in pending.tasks)
+
+
+async def test_a_task_claimed_ahead_and_cancelled_ends_cancelled_without_running(
+    aapp: Nightcrew,
+) -> None:
+    """What a cancel NOTIFY (or the lease keeper's poll) does to a task the claimer holds
+    ahead of a free slot: it ends CANCELLED, and its processor never runs."""
+    (task_id,) = create_maintenance_tasks([Echo(value=7)], database=aapp)
+    worker = Worker(app=aapp, concurrency=1)
+    request = ClaimRequest(token="ahead-1", limit=1, lease_seconds=60)
+    (claimed,) = await worker.store.claim(request)
+    worker.state.queued[claimed.id] = claimed  # held ahead, as the claimer holds it
+    worker.state.stop_run(claimed.id, StopReason.CANCEL)
+    await worker.finisher.flush()
+
+    task = actions.get(aapp, task_id)
+    assert task.status is S.CANCELLED
+    assert "value" not in (task.info or {})  # Echo's result: it never ran
+    assert task_id not in worker.state.queued
