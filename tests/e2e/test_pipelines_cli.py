@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nightcrew import Nightcrew, Pipeline
+from nightcrew import Nightcrew, Pipeline, create_maintenance_task
 from tests.conftest import Backend, run_cli
 from tests.processors import Boom, Echo
 
@@ -56,3 +56,17 @@ def test_pipelines_retry_runs_a_failed_step_again(backend: Backend) -> None:
         "first": "PENDING",
         "second": "PENDING",
     }
+
+
+def test_tasks_ls_lists_one_pipelines_steps(backend: Backend) -> None:
+    pipeline_id = make_pipeline(backend)
+    make_pipeline(backend)  # another pipeline's steps are left out
+    with Nightcrew(backend.settings()) as app:
+        create_maintenance_task(Echo(), database=app)  # and so is a plain task
+
+    result = run_cli(backend, "tasks", "ls", "--pipeline", str(pipeline_id), "--json")
+
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)["tasks"]
+    assert len(listed) == 2
+    assert {t["pipeline_id"] for t in listed} == {pipeline_id}

@@ -205,6 +205,17 @@ def test_tasks_show_and_ls_name_the_schedule_and_the_tick(backend: Backend) -> N
     assert "schedule and tick: tasks show ID" in narrow
 
 
+def test_tasks_ls_lists_the_tasks_one_schedule_made(backend: Backend) -> None:
+    for name in ("job", "other"):
+        ok(run_cli(backend, "schedules", "add", name, "tests.processors.Echo", "--every", "1h"))
+        ok(run_cli(backend, "schedules", "run-now", name))
+    ok(run_cli(backend, "schedules", "run-now", "job"))
+
+    listed = json.loads(ok(run_cli(backend, "tasks", "ls", "--schedule", "job", "--json")))
+
+    assert [t["schedule_name"] for t in listed["tasks"]] == ["job", "job"]
+
+
 def test_sync_says_what_it_created_changed_and_disabled(backend: Backend) -> None:
     first = ok(
         run_cli(

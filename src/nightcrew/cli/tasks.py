@@ -258,6 +258,14 @@ def list_tasks(
     queue: Annotated[
         str | None, typer.Option("--queue", help="Only this queue.", show_default=False)
     ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option("--schedule", help="Only the tasks this schedule made.", show_default=False),
+    ] = None,
+    pipeline: Annotated[
+        int | None,
+        typer.Option("--pipeline", min=1, help="Only this pipeline's steps.", show_default=False),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Rows per page.")] = 50,
     before_id: Annotated[
         int | None,
@@ -280,6 +288,8 @@ def list_tasks(
             queue=queue,
             before_id=before_id,
             limit=limit,
+            schedule_name=schedule,
+            pipeline_id=pipeline,
         )
     rows = page.tasks
     if as_json:
