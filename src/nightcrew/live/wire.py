@@ -15,6 +15,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from nightcrew.events import EventKind, TaskEvent
@@ -237,25 +238,36 @@ def encode(events: Sequence[TaskEvent], scope: str, origin: str) -> list[str]:
     object each. Order is kept per task: one emission holds at most one event per task, and
     groups follow their first event.
 
-    Hot: a drain encodes two events per task. A batch whose events all share one group (a
-    claim's, a batch of completions) is transposed whole, with no loop over its events in
-    Python but the durations' conversion.
+    Hot: a drain encodes two events per task. An emission whose events all share one group
+    (a claim's, a batch of completions) is transposed whole, with no loop over its events in
+    Python but the durations' conversion and a look for where emissions begin.
     """
     if not events:
         return []
     fields = list(zip(*events, strict=True))
-    grouped: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]
-    if not any(fields[_DETAIL]) and all(c.count(c[0]) == len(c) for c in _SHARED(fields)):
-        grouped = [(_SHARED(events[0]), fields)]  # one group (a detail may name a pipeline)
-    else:
+    # An emission's events share one ``at`` object (a claim's, a batch of finishes'); a
+    # buffer of several emissions is cut there, and each uniform one is a group whole.
+    ats = fields[_AT]
+    cuts = [i for i in range(1, len(ats)) if ats[i] is not ats[i - 1]]
+    by_key: dict[tuple[Any, ...], list[list[tuple[Any, ...]]]] = {}
+    for lo, hi in zip([0, *cuts], [*cuts, len(ats)], strict=True):
+        run = [f[lo:hi] for f in fields] if cuts else fields
+        if not any(run[_DETAIL]) and all(c.count(c[0]) == len(c) for c in _SHARED(run)):
+            by_key.setdefault(_SHARED(events[lo]), []).append(run)
+            continue
         members: dict[tuple[Any, ...], list[TaskEvent]] = {}
-        for key, e in zip(map(_group_key, events), events, strict=True):
+        for key, e in zip(map(_group_key, events[lo:hi]), events[lo:hi], strict=True):
             found = members.get(key)
             if found is None:
                 members[key] = [e]
             else:
                 found.append(e)
-        grouped = [(key, list(zip(*group, strict=True))) for key, group in members.items()]
+        for key, group in members.items():
+            by_key.setdefault(key, []).append(list(zip(*group, strict=True)))
+    grouped = [
+        (key, runs[0] if len(runs) == 1 else [tuple(chain(*c)) for c in zip(*runs, strict=True)])
+        for key, runs in by_key.items()
+    ]
     head = json.dumps({"v": VERSION, "s": scope, "o": origin}, separators=(",", ":"))[:-1]
     head += ',"g":['
     payloads: list[str] = []
