@@ -3,12 +3,15 @@
     .venv/bin/python bench/single_enqueue.py               # 5 alternating rounds of 2,000
     .venv/bin/python bench/single_enqueue.py --rounds 9
 
-Each round times 2,000 `create_maintenance_task` calls (one committed transaction each, the
-application's one-task-per-request path), then 2,000 one-row INSERTs of the same row sent by
-plain psycopg on one autocommit connection (one round trip and one commit each, the least a
-durable enqueue can be), in alternating order, into a fresh database on the local
-PostgreSQL. Both wait for the same WAL flush at each commit; what is left between them is
-nightcrew's own cost per call. Medians of the rounds, calls/s and µs of CPU per call.
+Each round times, in rotating order, 2,000 of each into a fresh database on the local
+PostgreSQL: ``nightcrew``, `create_maintenance_task` (one committed transaction each, the
+application's one-task-per-request path); ``psycopg``, a one-row INSERT of the same row and
+parameters on one autocommit psycopg connection (one round trip and one commit, the least a
+durable enqueue can be); ``pooled``, that INSERT on a connection borrowed from nightcrew's own
+autocommit pool for each call, as `create_maintenance_task` borrows one. All wait for the same
+WAL flush at each commit: ``pooled`` minus ``psycopg`` is the pool's cost per call, and
+``nightcrew`` minus ``pooled`` the rest of nightcrew's. Medians of the rounds, calls/s and µs
+of CPU per call.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def main() -> None:
     from nightcrew import Nightcrew, Settings, create_maintenance_task
 
     fresh()
-    found: dict[str, list[tuple[float, float]]] = {"nightcrew": [], "psycopg": []}
+    found: dict[str, list[tuple[float, float]]] = {"nightcrew": [], "pooled": [], "psycopg": []}
     print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with (
         Nightcrew(Settings(database_url=URL, processor_modules=["nightcrew_processors"])) as app,
@@ -76,15 +79,31 @@ def main() -> None:
         def nightcrew_call() -> None:
             create_maintenance_task(Noop(), database=app)
 
-        def psycopg_call() -> None:  # autocommit: the INSERT is its own transaction
+        def values() -> tuple[object, ...]:
             now = datetime.now(UTC)
-            values = ("PENDING", "nightcrew_processors.Noop", "{}", "default", 0, 0, now, 0, 1)
-            conn.execute(ROW, (*values, 0, now, now, 0)).fetchone()
+            return ("PENDING", "nightcrew_processors.Noop", "{}", "default", 0, 0, now, 0, 1, 0,
+                    now, now, 0)  # fmt: skip
 
-        nightcrew_call(), psycopg_call()  # connections open, statements prepared
+        def psycopg_call() -> None:  # autocommit: the INSERT is its own transaction
+            conn.execute(ROW, values()).fetchone()
+
+        pool = app.store.database.sync_autocommit_engine
+
+        def pooled_call() -> None:  # the same, on a connection borrowed from nightcrew's pool
+            raw = pool.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute(ROW, values())
+                cursor.fetchone()
+                cursor.close()
+            finally:
+                raw.close()
+
+        for _ in range(10):  # connections open, statements prepared
+            nightcrew_call(), pooled_call(), psycopg_call()
+        order = [("nightcrew", nightcrew_call), ("pooled", pooled_call), ("psycopg", psycopg_call)]
         for r in range(args.rounds):
-            order = [("nightcrew", nightcrew_call), ("psycopg", psycopg_call)]
-            for name, fn in order if r % 2 == 0 else order[::-1]:
+            for name, fn in order[r % 3 :] + order[: r % 3]:
                 rate, cpu = timed(fn)
                 found[name].append((rate, cpu))
                 print(f"  round {r + 1} {name:>9}: {rate:7,.0f} calls/s, {cpu:5.0f} us CPU/call")
