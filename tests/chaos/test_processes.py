@@ -68,6 +68,17 @@ class Workers:
             for proc, log in self.procs
         )
 
+    def wait_started(self, *procs: subprocess.Popen[bytes], within: float = 120) -> None:
+        """Until each has logged that it started: its signal handlers are in place then, so
+        a stop is a clean one (on a loaded machine a worker can take seconds to import)."""
+        logs = {proc: log for proc, log in self.procs}
+
+        def started() -> bool:
+            self.check_alive(*procs)
+            return all("worker started" in logs[proc].read_text() for proc in procs)
+
+        poll_until(started, what="the workers started", within=within, explain=self.logs)
+
     def check_alive(self, *procs: subprocess.Popen[bytes]) -> None:
         for proc in procs:
             if proc.poll() is not None:
@@ -109,6 +120,7 @@ def test_several_worker_processes_run_each_of_thousands_of_tasks_exactly_once(
 ) -> None:
     record = tmp_path / "runs.txt"
     procs = [workers.start(concurrency=16) for _ in range(3)]
+    workers.wait_started(*procs)  # three processes share the work, not the first two up
     keys = [f"k{i}" for i in range(3000)]
     ids = create_maintenance_tasks(
         [RecordRun(path=str(record), key=k) for k in keys],
