@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from nightcrew.models import MaintenanceTaskStatus
 
@@ -82,6 +83,188 @@ class TaskEvent(NamedTuple):
     pipeline_id: int | None = None
     schedule: str | None = None
     waited: float | None = None
+
+
+_new_event = tuple.__new__
+
+
+class EventBatch(Sequence[TaskEvent]):
+    """One emission's events of one kind, time and status, held as columns.
+
+    What the store emits for a claim's starts and a batch of finishes of one kind: a drain
+    makes two events per task, and the subscribers that read them all (the metrics, the
+    live publisher) count and encode the columns in passes that run in C, never touching an
+    object per event. To anyone else it is a sequence of `TaskEvent`s, made on first use
+    (one by one for an index, all at once for iteration).
+
+    A column is a sequence as long as ``task_ids``, or None when every value is None (most
+    columns of a drain: no progress, no detail, no pipeline).
+    """
+
+    __slots__ = (
+        "_events",
+        "at",
+        "attempts",
+        "details",
+        "durations",
+        "kind",
+        "pipeline_ids",
+        "processors",
+        "progress",
+        "queues",
+        "schedules",
+        "status",
+        "task_ids",
+        "waited",
+    )
+
+    def __init__(
+        self,
+        kind: EventKind,
+        at: datetime,
+        status: MaintenanceTaskStatus,
+        task_ids: Sequence[int],
+        queues: Sequence[str],
+        processors: Sequence[str],
+        attempts: Sequence[int],
+        *,
+        progress: Sequence[float | None] | None = None,
+        durations: Sequence[float | None] | None = None,
+        details: Sequence[dict[str, Any] | None] | None = None,
+        pipeline_ids: Sequence[int | None] | None = None,
+        schedules: Sequence[str | None] | None = None,
+        waited: Sequence[float | None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.at = at
+        self.status = status
+        self.task_ids = task_ids
+        self.queues = queues
+        self.processors = processors
+        self.attempts = attempts
+        self.progress = _present(progress)
+        self.durations = _present(durations)
+        self.details = details if details is not None and any(details) else None
+        self.pipeline_ids = _present(pipeline_ids)
+        self.schedules = _present(schedules)
+        self.waited = _present(waited)
+        self._events: list[TaskEvent] | None = None
+
+    def __len__(self) -> int:
+        return len(self.task_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> TaskEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[TaskEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> TaskEvent | Sequence[TaskEvent]:
+        if isinstance(index, slice) or self._events is not None:
+            return self.events()[index]
+        i = range(len(self.task_ids))[index]  # IndexError, negatives, as a list's
+
+        def at(column: Sequence[Any] | None) -> Any:
+            return None if column is None else column[i]
+
+        return _new_event(
+            TaskEvent,
+            (
+                self.kind,
+                self.task_ids[i],
+                self.at,
+                self.status,
+                self.queues[i],
+                self.processors[i],
+                self.attempts[i],
+                at(self.progress),
+                None,
+                at(self.durations),
+                None,
+                at(self.details),
+                at(self.pipeline_ids),
+                at(self.schedules),
+                at(self.waited),
+            ),
+        )
+
+    def __iter__(self) -> Iterator[TaskEvent]:
+        return iter(self.events())
+
+    def events(self) -> list[TaskEvent]:
+        """The batch as `TaskEvent`s (made once)."""
+        if self._events is None:
+            n = len(self.task_ids)
+
+            def col(column: Sequence[Any] | None) -> Iterable[Any]:
+                return repeat(None, n) if column is None else column
+
+            rows = zip(
+                repeat(self.kind, n),
+                self.task_ids,
+                repeat(self.at, n),
+                repeat(self.status, n),
+                self.queues,
+                self.processors,
+                self.attempts,
+                col(self.progress),
+                repeat(None, n),
+                col(self.durations),
+                repeat(None, n),
+                col(self.details),
+                col(self.pipeline_ids),
+                col(self.schedules),
+                col(self.waited),
+                strict=False,
+            )
+            self._events = [_new_event(TaskEvent, row) for row in rows]
+        return self._events
+
+    def groups(self) -> list[tuple[tuple[str, str, int | None, str | None], list[int] | None]]:
+        """The batch's events by (queue, processor, pipeline, schedule): each key with the
+        indexes of its events, or None for all of them (a drain's batch is one group)."""
+        n = len(self.task_ids)
+        if not n:
+            return []
+        columns = (self.queues, self.processors, self.pipeline_ids, self.schedules)
+        pipelines, schedules = self.pipeline_ids, self.schedules
+        if all(c is None or c.count(c[0]) == n for c in columns):
+            key = (
+                self.queues[0],
+                self.processors[0],
+                None if pipelines is None else pipelines[0],
+                None if schedules is None else schedules[0],
+            )
+            return [(key, None)]
+        found: dict[tuple[str, str, int | None, str | None], list[int]] = {}
+        keys = zip(
+            self.queues,
+            self.processors,
+            repeat(None, n) if pipelines is None else pipelines,
+            repeat(None, n) if schedules is None else schedules,
+            strict=False,
+        )
+        for i, key in enumerate(keys):
+            members = found.get(key)
+            if members is None:
+                found[key] = [i]
+            else:
+                members.append(i)
+        return list(found.items())
+
+
+def _present(column: Sequence[Any] | None) -> Sequence[Any] | None:
+    """``column``, or None when it holds nothing but None."""
+    if column is None or column.count(None) == len(column):
+        return None
+    return column
+
+
+def kinds_of(events: Sequence[TaskEvent]) -> set[EventKind]:
+    """The kinds an emission holds (an `EventBatch`'s without looking at its events)."""
+    if isinstance(events, EventBatch):
+        return {events.kind}
+    return {e.kind for e in events}
 
 
 Subscriber = Callable[[TaskEvent], None]
@@ -160,10 +343,12 @@ class EventBus:
     def emit_all(self, events: Iterable[TaskEvent]) -> None:
         """Hand ``events`` to each subscriber: one by one to plain subscribers, together
         (those of its kinds) to batch subscribers."""
-        batch: Sequence[TaskEvent] = events if isinstance(events, list | tuple) else list(events)
+        batch: Sequence[TaskEvent] = events if isinstance(events, Sequence) else list(events)
         if not batch:
             return
-        if self._subscribers:
+        if self._subscribers and (
+            not isinstance(batch, EventBatch) or batch.kind in self._subscribers
+        ):
             for event in batch:
                 for subscriber in tuple(self._subscribers.get(event.kind, ())):
                     try:
@@ -175,7 +360,7 @@ class EventBus:
             chosen = batch
             if kinds is not None:
                 if present is None:  # an emission has one kind or few: look once
-                    present = {e.kind for e in batch}
+                    present = kinds_of(batch)
                 if present.isdisjoint(kinds):
                     continue
                 if not present <= kinds:

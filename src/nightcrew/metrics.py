@@ -59,7 +59,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from nightcrew.errors import ConfigurationError, DatabaseError
-from nightcrew.events import EventBus, EventKind, TaskEvent
+from nightcrew.events import EventBatch, EventBus, EventKind, TaskEvent
 from nightcrew.models import MaintenanceTaskStatus
 from nightcrew.store import observe_ops
 
@@ -141,6 +141,13 @@ def _le(bound: float) -> str:
 Labels2 = tuple[str, str]
 
 
+def _picked(column: Sequence[Any] | None, members: list[int] | None) -> Sequence[Any] | None:
+    """A column's values of a group's ``members`` (None: all of them)."""
+    if column is None or members is None:
+        return column
+    return [column[i] for i in members]
+
+
 class TaskEventCollector(Collector):
     """This process's counters and histograms, moved by task events."""
 
@@ -166,9 +173,27 @@ class TaskEventCollector(Collector):
         return unwatch
 
     def on_events(self, events: Sequence[TaskEvent]) -> None:
-        # Hot: two events a task on a drain. An emission of one kind, queue and processor (a
-        # claim, a batch of completions) is counted by columns; any other, event by event.
+        # Hot: two events a task on a drain. A store's `EventBatch` (a claim, a batch of
+        # completions) is counted by its columns, one group of queue and processor at a
+        # time; another emission all of one kind, queue and processor by its transposed
+        # fields; any other, event by event.
         if not events:
+            return
+        if isinstance(events, EventBatch):
+            if events.kind in _COLUMN_KINDS:
+                with self._lock:
+                    for (queue, processor, _, _), members in events.groups():
+                        self._count_columns(
+                            events.kind,
+                            events.status,
+                            queue,
+                            processor,
+                            len(events) if members is None else len(members),
+                            _picked(events.waited, members),
+                            _picked(events.durations, members),
+                        )
+                return
+            self._count_each(events)
             return
         fields = list(zip(*events, strict=True))
         kinds, statuses, queues, processors = fields[0], fields[3], fields[4], fields[5]
@@ -177,7 +202,9 @@ class TaskEventCollector(Collector):
             c.count(c[0]) == len(c) for c in (kinds, statuses, queues, processors)
         ):
             with self._lock:
-                self._count_columns(kind, statuses[0], queues[0], processors[0], fields)
+                self._count_columns(
+                    kind, statuses[0], queues[0], processors[0], len(events), fields[14], fields[9]
+                )
             return
         self._count_each(events)
 
@@ -187,10 +214,12 @@ class TaskEventCollector(Collector):
         status: MaintenanceTaskStatus | None,
         queue: str | None,
         processor: str | None,
-        fields: list[tuple[Any, ...]],
+        count: int,
+        waited: Sequence[float | None] | None,
+        durations: Sequence[float | None] | None,
     ) -> None:
         if kind is EventKind.STARTED:
-            waits = [w for w in fields[14] if w is not None]
+            waits = [w for w in waited if w is not None] if waited else None
             if waits:
                 hist = self.pickups.get(queue or "")
                 if hist is None:
@@ -199,13 +228,13 @@ class TaskEventCollector(Collector):
             return
         labels = (processor or "", queue or "")
         key = (labels[0], labels[1], status.value if status is not None else kind.value.upper())
-        self.finished[key] = self.finished.get(key, 0.0) + len(fields[0])
-        durations = [d for d in fields[9] if d is not None]
-        if durations:
+        self.finished[key] = self.finished.get(key, 0.0) + count
+        observed = [d for d in durations if d is not None] if durations else None
+        if observed:
             hist = self.durations.get(labels)
             if hist is None:
                 hist = self.durations[labels] = _Histogram(DURATION_BUCKETS)
-            hist.observe_all(durations)
+            hist.observe_all(observed)
 
     def _count_each(self, events: Sequence[TaskEvent]) -> None:
         started, created = EventKind.STARTED, EventKind.CREATED

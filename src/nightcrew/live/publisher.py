@@ -34,8 +34,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from nightcrew.events import EventBus, EventKind, TaskEvent
-from nightcrew.live.wire import encode
+from nightcrew.events import EventBatch, EventBus, EventKind, TaskEvent
+from nightcrew.live.wire import encode_emissions
 from nightcrew.store.event_transport import EventTransport
 
 log = logging.getLogger("nightcrew.live")
@@ -50,6 +50,14 @@ LISTENERS_CHECK_SECONDS = 1.0
 MAX_PENDING = 10_000
 #: How long `close` waits for the last events to be sent.
 CLOSE_TIMEOUT = 2.0
+
+
+#: One emission as the publisher holds it until encoded.
+Emission = Sequence[TaskEvent]
+
+
+def _count(emissions: list[Emission]) -> int:
+    return sum(map(len, emissions))
 
 
 def new_origin() -> str:
@@ -75,12 +83,13 @@ class Publisher:
         #: Events sent and events dropped (the transport failed or fell behind).
         self.sent = 0
         self.dropped = 0
-        self._queue: queue.SimpleQueue[tuple[list[TaskEvent], list[str]] | None] = (
+        #: Emissions (or payloads a loop encoded) for the thread to send.
+        self._queue: queue.SimpleQueue[tuple[list[Emission], list[str]] | None] = (
             queue.SimpleQueue()
         )
         self._failing = False
         self._scope: str | None = None
-        self._buffers: dict[asyncio.AbstractEventLoop, list[TaskEvent]] = {}
+        self._buffers: dict[asyncio.AbstractEventLoop, list[Emission]] = {}
         #: Payloads each loop sends itself (PostgreSQL), its sender task and wake-up.
         self._outboxes: dict[asyncio.AbstractEventLoop, list[list[str]]] = {}
         self._outbox_ready: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
@@ -96,10 +105,12 @@ class Publisher:
         self._lock = threading.Lock()
 
     def _on_events(self, events: Sequence[TaskEvent]) -> None:
+        # Kept as emitted (an `EventBatch` stays columns until it is encoded).
+        emission = events if isinstance(events, EventBatch) else list(events)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._hand_over(list(events), [])
+            self._hand_over([emission], [])
             return
         if not self._started:
             self._start_thread()  # it asks who listens, every second
@@ -112,7 +123,7 @@ class Publisher:
                 loop.call_soon(self._flush_loop, loop)
             else:
                 loop.call_later(LOOP_COALESCE_SECONDS, self._flush_loop, loop)
-        buffer.extend(events)
+        buffer.append(emission)
 
     def _flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         events = self._buffers.pop(loop, [])
@@ -121,7 +132,7 @@ class Publisher:
         if self._scope is None:
             self._hand_over(events, [])  # the thread learns the scope first
             return
-        payloads = encode(events, self._scope, self.origin)
+        payloads = encode_emissions(events, self._scope, self.origin)
         if not self.transport.sends_async:
             self._hand_over([], payloads)
             return
@@ -158,11 +169,11 @@ class Publisher:
                     self.dropped += len(batch)
                     self._failed(exc)
 
-    def _hand_over(self, events: list[TaskEvent], payloads: list[str]) -> None:
+    def _hand_over(self, events: list[Emission], payloads: list[str]) -> None:
         if self._closed:
             return
         if self._queue.qsize() >= MAX_PENDING:
-            self.dropped += len(events) or len(payloads)
+            self.dropped += _count(events) or len(payloads)
             return
         self._queue.put((events, payloads))
         if not self._started:
@@ -225,7 +236,7 @@ class Publisher:
                     stop = True
                     break
                 items.append(more)
-            count = sum(len(events) or len(payloads) for events, payloads in items)
+            count = sum(_count(events) or len(payloads) for events, payloads in items)
             if not self.listened:
                 if stop:
                     return
@@ -235,7 +246,9 @@ class Publisher:
                     self._scope = self.transport.scope()
                 payloads = []
                 for events, encoded in items:
-                    payloads += encoded if encoded else encode(events, self._scope, self.origin)
+                    payloads += (
+                        encoded if encoded else encode_emissions(events, self._scope, self.origin)
+                    )
                 self.transport.send(payloads)
                 self.sent += count
                 self._recovered()
@@ -252,7 +265,7 @@ class Publisher:
         outbox = self._outboxes.pop(loop, [])
         payloads = [p for batch in outbox for p in batch]
         if events and self.listened and self._scope is not None:
-            payloads += encode(events, self._scope, self.origin)
+            payloads += encode_emissions(events, self._scope, self.origin)
         elif events and self.listened:
             self._hand_over(events, [])
         for task in [t for t in self._senders if t.get_loop() is loop]:

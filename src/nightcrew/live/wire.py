@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
-from nightcrew.events import EventKind, TaskEvent
+from nightcrew.events import EventBatch, EventKind, TaskEvent
 
 #: The largest payload `encode` makes (bytes).
 MAX_PAYLOAD = 7000
@@ -167,6 +167,10 @@ _MESSAGE, _DURATION, _ACTOR, _DETAIL, _PIPELINE, _SCHEDULE, _WAITED = range(8, 1
 _SHARED = operator.itemgetter(_KIND, _AT, _STATUS, _QUEUE, _PROCESSOR, _ACTOR, _PIPELINE, _SCHEDULE)
 
 
+#: JSON without spaces (one encoder, not one made per call as ``json.dumps`` does).
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _column(values: Sequence[Any]) -> list[Any] | None:
     """A per-event column, or None when every value is None (most columns of a drain)."""
     return None if values.count(None) == len(values) else list(values)
@@ -174,16 +178,18 @@ def _column(values: Sequence[Any]) -> list[Any] | None:
 
 def _micros(values: Sequence[float | None]) -> list[int | None] | None:
     """Seconds as whole microseconds: an integer is written in a tenth of a float's time."""
-    if values.count(None) == len(values):
+    nones = values.count(None)
+    if nones == len(values):
         return None
+    if not nones:  # a batch's durations or waits
+        return [int(v * 1_000_000) for v in values]  # type: ignore[operator]
     return [None if v is None else int(v * 1_000_000) for v in values]
 
 
-def _group_json(shared: list[Any], fields: list[tuple[Any, ...]]) -> list[str]:
-    """One group's JSON (``fields``: its events transposed), split so that each part fits
-    in a payload."""
+def _columns(fields: list[tuple[Any, ...]]) -> list[list[Any] | None]:
+    """A group's per-event columns, from its events transposed (``fields``)."""
     details = fields[_DETAIL]
-    columns = [
+    return [
         list(fields[_ID]),
         _column(fields[_ATTEMPT]),
         _column(fields[_PROGRESS]),
@@ -192,22 +198,47 @@ def _group_json(shared: list[Any], fields: list[tuple[Any, ...]]) -> list[str]:
         _column([_short(d) if d else None for d in details]) if any(details) else None,
         _micros(fields[_WAITED]),
     ]
-    return _fitted(shared, columns)
+
+
+#: A group of more events than this is cut to size before it is written (see `_fitted`).
+LARGE_GROUP = 64
 
 
 def _fitted(shared: list[Any], columns: list[list[Any] | None]) -> list[str]:
-    text = json.dumps(shared + columns, separators=(",", ":"))
+    """A group's JSON, in as many parts as it takes for each to fit in a payload.
+
+    A large group with no texts (a claim's, a batch of completions': ids, attempts,
+    durations, waits) is cut in parts by an estimate of its size (its last event's values
+    as wide as any) before it is written, so that it is written once, not once whole and
+    again in parts."""
+    ids = columns[0] or []
+    n = len(ids)
+    if n > LARGE_GROUP and columns[3] is None and columns[5] is None:
+        width = sum(len(repr(c[-1])) + 1 for c in columns if c is not None)
+        count = -(-(n * width + 200) // (GROUP_BUDGET * 9 // 10))
+        if count > 1:
+            step = -(-n // count)
+            out: list[str] = []
+            for at in range(0, n, step):
+                out += _fitted(shared, [None if c is None else c[at : at + step] for c in columns])
+            return out
+    text = _dumps(shared + columns)
     if len(text) <= GROUP_BUDGET:
         return [text]
+    return _split(shared, columns, len(text))
+
+
+def _split(shared: list[Any], columns: list[list[Any] | None], size: int) -> list[str]:
+    """``columns`` (whose JSON is ``size`` long, too long for a payload) in parts."""
     ids = columns[0] or []
     if len(ids) == 1:  # long texts escaped (non-ASCII): cut them rather than lose it
         messages = columns[3]
         columns[3] = None if messages is None or messages[0] is None else [messages[0][:100]]
         columns[5] = None
-        return [json.dumps(shared + columns, separators=(",", ":"))]
+        return [_dumps(shared + columns)]
     # As many parts as the text is long (a drain's group of 500 is two), each halved again
     # should it still not fit.
-    count = min(len(ids), -(-len(text) // (GROUP_BUDGET * 9 // 10)))
+    count = min(len(ids), -(-size // (GROUP_BUDGET * 9 // 10)))
     step = -(-len(ids) // count)
     out: list[str] = []
     for at in range(0, len(ids), step):
@@ -229,24 +260,88 @@ def _group_key(e: TaskEvent) -> tuple[Any, ...]:
 
 
 def encode(events: Sequence[TaskEvent], scope: str, origin: str) -> list[str]:
-    """Payloads for ``events``, each at most `MAX_PAYLOAD` bytes.
+    """Payloads for ``events`` (one emission, or several one after the other), each at
+    most `MAX_PAYLOAD` bytes; see `encode_emissions`."""
+    return encode_emissions([events], scope, origin)
+
+
+#: A group on the wire: its shared values, then its per-event columns.
+Group = tuple[list[Any], list[list[Any] | None]]
+
+
+def encode_emissions(
+    emissions: Iterable[Sequence[TaskEvent]], scope: str, origin: str
+) -> list[str]:
+    """Payloads for the events of ``emissions``, in order, each at most `MAX_PAYLOAD` bytes.
 
     Events sharing kind, time, status, queue, processor, actor, pipeline and schedule (a
     batch of finishes, a claim) are one *group*: those values once, then a column per
     per-event field (task ids, attempts, ...; a column with no value is ``null``; durations
     and waits in whole microseconds). A drain's events cost a few list items each, not an
     object each. Order is kept per task: one emission holds at most one event per task, and
-    groups follow their first event.
+    an emission's groups follow their first event.
 
-    Hot: a drain encodes two events per task. An emission whose events all share one group
-    (a claim's, a batch of completions) is transposed whole, with no loop over its events in
-    Python but the durations' conversion and a look for where emissions begin.
+    Hot: a drain encodes two events per task. A store's `EventBatch` is encoded from its
+    columns; another emission whose events share one group is transposed whole, with no
+    loop over its events in Python but the durations' conversion.
     """
-    if not events:
+    groups: list[Group] = []
+    for events in emissions:
+        if not events:
+            continue
+        if isinstance(events, EventBatch):
+            groups += _batch_groups(events)
+        else:
+            groups += _event_groups(events)
+    if not groups:
         return []
+    head = json.dumps({"v": VERSION, "s": scope, "o": origin}, separators=(",", ":"))[:-1]
+    head += ',"g":['
+    payloads: list[str] = []
+    parts: list[str] = []
+    size = len(head)
+    for shared, columns in groups:
+        for text in _fitted(shared, columns):
+            if parts and size + len(text) + 3 > GROUP_BUDGET:
+                payloads.append(head + ",".join(parts) + "]}")
+                parts, size = [], len(head)
+            parts.append(text)
+            size += len(text) + 1
+    if parts:
+        payloads.append(head + ",".join(parts) + "]}")
+    return payloads
+
+
+def _batch_groups(batch: EventBatch) -> list[Group]:
+    """An `EventBatch`'s groups, straight from its columns (one for a drain's batch)."""
+    stamp = batch.at.timestamp()
+    out: list[Group] = []
+    for (queue, processor, pipeline_id, schedule), members in batch.groups():
+
+        def pick(column: Sequence[Any] | None, members: list[int] | None = members) -> Any:
+            if column is None or members is None:
+                return column
+            return [column[i] for i in members]
+
+        details = pick(batch.details)
+        shared = [batch.kind, stamp, batch.status, queue, processor, None, pipeline_id, schedule]
+        columns = [
+            list(pick(batch.task_ids)),
+            list(pick(batch.attempts)),
+            _column(pick(batch.progress)) if batch.progress is not None else None,
+            None,
+            _micros(pick(batch.durations)) if batch.durations is not None else None,
+            _column([_short(d) if d else None for d in details]) if details else None,
+            _micros(pick(batch.waited)) if batch.waited is not None else None,
+        ]
+        out.append((shared, columns))
+    return out
+
+
+def _event_groups(events: Sequence[TaskEvent]) -> list[Group]:
+    """The groups of a sequence of events (a buffer of several emissions is cut where
+    their shared ``at`` object changes; each uniform one is a group whole)."""
     fields = list(zip(*events, strict=True))
-    # An emission's events share one ``at`` object (a claim's, a batch of finishes'); a
-    # buffer of several emissions is cut there, and each uniform one is a group whole.
     ats = fields[_AT]
     cuts = [i for i in range(1, len(ats)) if ats[i] is not ats[i - 1]]
     by_key: dict[tuple[Any, ...], list[list[tuple[Any, ...]]]] = {}
@@ -264,30 +359,16 @@ def encode(events: Sequence[TaskEvent], scope: str, origin: str) -> list[str]:
                 found.append(e)
         for key, group in members.items():
             by_key.setdefault(key, []).append(list(zip(*group, strict=True)))
-    grouped = [
-        (key, runs[0] if len(runs) == 1 else [tuple(chain(*c)) for c in zip(*runs, strict=True)])
-        for key, runs in by_key.items()
-    ]
-    head = json.dumps({"v": VERSION, "s": scope, "o": origin}, separators=(",", ":"))[:-1]
-    head += ',"g":['
-    payloads: list[str] = []
-    parts: list[str] = []
-    size = len(head)
     stamps: dict[int, float] = {}
-    for (kind, at, status, queue, processor, actor, pipeline_id, schedule), fields in grouped:
+    out: list[Group] = []
+    for (kind, at, status, queue, processor, actor, pipeline_id, schedule), runs in by_key.items():
+        joined = runs[0] if len(runs) == 1 else [tuple(chain(*c)) for c in zip(*runs, strict=True)]
         stamp = stamps.get(id(at))
         if stamp is None:
             stamp = stamps[id(at)] = at.timestamp()
         shared = [kind, stamp, status, queue, processor, actor, pipeline_id, schedule]
-        for text in _group_json(shared, fields):
-            if parts and size + len(text) + 3 > GROUP_BUDGET:
-                payloads.append(head + ",".join(parts) + "]}")
-                parts, size = [], len(head)
-            parts.append(text)
-            size += len(text) + 1
-    if parts:
-        payloads.append(head + ",".join(parts) + "]}")
-    return payloads
+        out.append((shared, _columns(joined)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

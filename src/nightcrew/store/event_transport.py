@@ -68,7 +68,12 @@ _READER_GONE = "DELETE FROM nightcrew_live_readers WHERE origin = ?"
 _READERS_NOW = "SELECT count(*) FROM nightcrew_live_readers WHERE seen_at > ?"
 #: ``application_name`` of the connections that receive events.
 RECEIVER_NAME = "nightcrew events listener"
-_PG_NOTIFY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
+#: A batch's payloads go as one text, cut on the server at `SEPARATOR`: a ``text[]``
+#: parameter costs the sender about four times the CPU to quote (measured: 0.22 against
+#: 0.065 ms for 24 KB), and a payload (JSON, whose strings escape control characters)
+#: never holds the separator.
+_PG_NOTIFY = "SELECT count(pg_notify(%s, p)) FROM unnest(string_to_array(%s, chr(31))) AS p"
+SEPARATOR = "\x1f"
 _PG_LISTENED = (
     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity "
     "WHERE application_name = %s AND datname = current_database())"
@@ -169,7 +174,7 @@ class PostgresChannel(EventTransport):
 
     def send(self, payloads: list[str]) -> None:
         if payloads:  # unnest yields the array in order, so the notices go out in order
-            self._one(_PG_NOTIFY, (EVENTS_CHANNEL, payloads))
+            self._one(_PG_NOTIFY, (EVENTS_CHANNEL, SEPARATOR.join(payloads)))
 
     sends_async = True
 
@@ -190,7 +195,7 @@ class PostgresChannel(EventTransport):
             self._async[loop] = conn
         try:
             with driver_errors():
-                await conn.execute(_PG_NOTIFY, (EVENTS_CHANNEL, payloads))
+                await conn.execute(_PG_NOTIFY, (EVENTS_CHANNEL, SEPARATOR.join(payloads)))
         except BaseException:
             self._async.pop(loop, None)
             with contextlib.suppress(Exception):

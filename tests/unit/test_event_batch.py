@@ -1,0 +1,132 @@
+"""`EventBatch`: a store's emission held as columns is, to every reader, the events it
+stands for — as a sequence, on the wire and in the metrics."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nightcrew.events import EventBatch, EventBus, EventKind, TaskEvent
+from nightcrew.live.wire import decode, encode, encode_emissions
+from nightcrew.metrics import TaskEventCollector
+from nightcrew.models import MaintenanceTaskStatus as S
+from tests.unit.test_metrics_counting import state
+from tests.unit.test_wire import expected
+
+AT = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
+SCOPE = "public"
+maybe_seconds = st.none() | st.floats(min_value=0, max_value=10_000, allow_nan=False)
+KINDS = [
+    (EventKind.STARTED, S.WORKING),
+    (EventKind.COMPLETED, S.COMPLETED),
+    (EventKind.FAILED, S.ERROR),
+    (EventKind.RETRIED, S.PENDING),
+]
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> EventBatch:
+    """A batch as the store makes them: one kind, a few queues, processors, pipelines."""
+    ids = draw(st.lists(st.integers(1, 10**12), unique=True, min_size=1, max_size=700))
+    n = len(ids)
+
+    def column(values: st.SearchStrategy[Any]) -> list[Any]:
+        return draw(st.lists(values, min_size=n, max_size=n))
+
+    kind, status = draw(st.sampled_from(KINDS))
+    detail = st.none() | st.fixed_dictionaries({"error": st.text(max_size=80)})
+    return EventBatch(
+        kind,
+        AT,
+        status,
+        ids,
+        column(st.sampled_from(["default", "reports"])),
+        column(st.sampled_from(["p.X", "p.Y"])),
+        column(st.integers(1, 5)),
+        progress=column(st.none() | st.floats(0, 100, allow_nan=False)),
+        durations=column(maybe_seconds),
+        details=column(detail) if draw(st.booleans()) else None,
+        pipeline_ids=column(st.none() | st.integers(1, 3)),
+        schedules=column(st.none() | st.just("nightly")),
+        waited=column(maybe_seconds),
+    )
+
+
+def uniform(n: int, **columns: Any) -> EventBatch:
+    return EventBatch(
+        EventKind.COMPLETED,
+        AT,
+        S.COMPLETED,
+        list(range(1, n + 1)),
+        ["default"] * n,
+        ["p.X"] * n,
+        [1] * n,
+        **columns,
+    )
+
+
+def test_a_batch_reads_as_the_events_it_stands_for() -> None:
+    batch = uniform(3, durations=[0.5, None, 0.25])
+    first = TaskEvent(EventKind.COMPLETED, 1, AT, S.COMPLETED, "default", "p.X", 1, duration=0.5)
+    assert len(batch) == 3
+    assert batch[0] == first
+    assert batch[-1].task_id == 3
+    assert batch[1:] == list(batch)[1:]
+    assert next(iter(batch)) == first
+    assert [e.duration for e in batch] == [0.5, None, 0.25]
+    with pytest.raises(IndexError):
+        batch[3]
+
+
+def test_a_column_of_nothing_but_none_is_dropped() -> None:
+    batch = uniform(2, durations=[None, None], waited=[0.1, None])
+    assert batch.durations is None
+    assert batch.waited == [0.1, None]
+
+
+def test_a_batch_of_one_queue_and_processor_is_one_group() -> None:
+    assert uniform(500).groups() == [(("default", "p.X", None, None), None)]
+
+
+def test_a_batch_is_handed_whole_to_batch_subscribers_and_evented_to_others() -> None:
+    bus, batches_seen, events_seen = EventBus(), [], []
+    bus.subscribe_batches(batches_seen.append)
+    bus.subscribe(events_seen.append, [EventKind.COMPLETED])
+    batch = uniform(2)
+    bus.emit_all(batch)
+    assert batches_seen == [batch]
+    assert [e.task_id for e in events_seen] == [1, 2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches())
+def test_a_batch_comes_back_from_the_wire_as_its_events_would(batch: EventBatch) -> None:
+    received: dict[int, list[Any]] = {}
+    for payload in encode_emissions([batch], SCOPE, "host:1:abc"):
+        assert len(payload.encode()) <= 7000
+        decoded = decode(payload, SCOPE)
+        assert decoded is not None
+        received.update({row[1]: row for row in decoded.rows})
+    assert received == expected(list(batch))
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches())
+def test_a_batch_counts_in_the_metrics_as_its_events_would(batch: EventBatch) -> None:
+    together, each = TaskEventCollector(), TaskEventCollector()
+    together.on_events(batch)
+    each._count_each(list(batch))
+    assert state(together) == state(each)
+
+
+def test_a_drain_batch_of_500_is_written_once_in_parts_that_fit() -> None:
+    batch = uniform(500, durations=[0.000123] * 500)
+    payloads = encode(batch, SCOPE, "host:1:abc")
+    groups = [g for p in payloads for g in json.loads(p)["g"]]
+    assert [i for g in groups for i in g[8]] == list(range(1, 501))
+    assert all(len(p) <= 7000 for p in payloads)
