@@ -66,8 +66,9 @@ _READERS_DDL = (
 _READER_SEEN = "INSERT OR REPLACE INTO nightcrew_live_readers (origin, seen_at) VALUES (?, ?)"
 _READER_GONE = "DELETE FROM nightcrew_live_readers WHERE origin = ?"
 _READERS_NOW = "SELECT count(*) FROM nightcrew_live_readers WHERE seen_at > ?"
-#: ``application_name`` of the connections that receive events.
+#: ``application_name`` of the connections that receive events, and of a publisher's.
 RECEIVER_NAME = "nightcrew events listener"
+PROBE_NAME = "nightcrew events publisher"
 #: A batch's payloads go as one text, cut on the server at `SEPARATOR`: a ``text[]``
 #: parameter costs the sender about four times the CPU to quote (measured: 0.22 against
 #: 0.065 ms for 24 KB), and a payload (JSON, whose strings escape control characters)
@@ -137,7 +138,11 @@ class PostgresChannel(EventTransport):
     """``pg_notify`` on `EVENTS_CHANNEL`, and ``LISTEN`` on it.
 
     Sending borrows a pooled connection of the app's own engine (the one its enqueues just
-    used), so an app made for one enqueue opens no connection more to announce it.
+    used), so an app made for one enqueue opens no connection more to announce it. The
+    publisher's look every second for receivers goes over a plain psycopg connection of its
+    own: a worker has no synchronous engine, and making one for it cost 2.9 ms of CPU at the
+    first look and 0.15 ms a look after, against 1.1 and 0.07 ms (``time.process_time``
+    around `listened` in a process that had imported psycopg, as a worker has).
     """
 
     def __init__(self, database: Database) -> None:
@@ -145,6 +150,8 @@ class PostgresChannel(EventTransport):
         self._conninfo = conninfo(database.url)
         self._scope: str | None = None
         self._async: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._probe: Any = None
+        self._probe_lock = threading.Lock()
 
     def _connect(self, name: str) -> Any:
         import psycopg
@@ -160,15 +167,29 @@ class PostgresChannel(EventTransport):
         with driver_errors(), self.database.sync_autocommit_engine.connect() as conn:
             return conn.exec_driver_sql(sql, params).first()
 
+    def _ask(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """One row from the probe connection (opened on first use, dropped when it fails)."""
+        with self._probe_lock:
+            if self._probe is None or self._probe.closed:
+                self._probe = self._connect(PROBE_NAME)
+            try:
+                with driver_errors():
+                    return self._probe.execute(sql, params).fetchone()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._probe.close()
+                self._probe = None
+                raise
+
     def listened(self) -> bool:
         """A receiving connection exists on this database (its ``application_name``, which
         ``pg_stat_activity`` shows every role)."""
-        row = self._one(_PG_LISTENED, (RECEIVER_NAME,))
+        row = self._ask(_PG_LISTENED, (RECEIVER_NAME,))
         return bool(row and row[0])
 
     def scope(self) -> str:
         if self._scope is None:
-            row = self._one("SELECT current_schema()")
+            row = self._ask("SELECT current_schema()")
             self._scope = str(row[0]) if row and row[0] else ""
         return self._scope
 
@@ -203,6 +224,11 @@ class PostgresChannel(EventTransport):
             raise
 
     def close(self) -> None:
+        with self._probe_lock:
+            probe, self._probe = self._probe, None
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                probe.close()
         conns, self._async = list(self._async.items()), {}
         for loop, conn in conns:
             if not loop.is_closed():
