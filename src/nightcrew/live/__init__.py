@@ -147,7 +147,8 @@ class LiveStream:
         return self
 
     async def __anext__(self) -> LiveEvent:
-        await self.open()
+        if self._sub is None:
+            await self.open()
         assert self._sub is not None
         while not self._buffer:
             if self._sub.closed:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -48,6 +49,15 @@ MAX_PENDING = 10_000
 NOTICE_MARGIN = 0.3
 #: Backoff of the receiving thread after its connection failed: first and longest wait.
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0
+
+
+#: How an event's value is read for each kind of index key.
+_FIELD_OF = {
+    "task": operator.attrgetter("task_id"),
+    "pipeline": operator.attrgetter("pipeline_id"),
+    "schedule": operator.attrgetter("schedule"),
+    "queue": operator.attrgetter("queue"),
+}
 
 
 class EventsMissed(NightcrewError):
@@ -87,6 +97,10 @@ class EventFilter:
         return ("all", None)
 
 
+#: The filter of a stream of every event.
+_EVERYTHING = EventFilter()
+
+
 class Subscription:
     """Events for one stream, in order; read with `get`."""
 
@@ -101,13 +115,16 @@ class Subscription:
         self.closed = False
 
     def push(self, event: LiveEvent) -> None:
-        if self._overflowed:
+        self.push_all((event,))
+
+    def push_all(self, events: Sequence[LiveEvent]) -> None:
+        if self._overflowed or not events:
             return
-        if len(self._pending) >= MAX_PENDING:
+        if len(self._pending) + len(events) > MAX_PENDING:
             self._overflowed = True  # the ring has them: `get` refills from it
             self._pending.clear()
         else:
-            self._pending.append(event)
+            self._pending.extend(events)
         self._ready.set()
 
     async def get(self, wait: float | None = None) -> list[LiveEvent]:
@@ -154,7 +171,8 @@ class Hub:
         self.origin = origin
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._ids = itertools.count(time.time_ns() // 1000)
+        self._first_id = time.time_ns() // 1000
+        self._ids = itertools.count(self._first_id)
         self.ring: deque[LiveEvent] = deque(maxlen=ring_size)
         self._index: dict[tuple[str, Any], list[Subscription]] = {}
         self._stop = threading.Event()
@@ -207,8 +225,8 @@ class Hub:
         self._index.setdefault(event_filter.key(), []).append(sub)
         if replay:
             sub.last_id = replay[-1].id
-        elif self.ring:
-            sub.last_id = self.ring[-1].id
+        else:  # before the first event: one that overflows refills from the ring's start
+            sub.last_id = self.ring[-1].id if self.ring else self._first_id - 1
         return sub, replay
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -253,31 +271,44 @@ class Hub:
             self.loop.call_soon_threadsafe(self._ingest, rows)
 
     def _ingest(self, rows: Iterable[list[Any]]) -> None:
-        ids, ring, index = self._ids, self.ring, self._index
-        # Rows of one group share their time; the kinds of index keys in use are few.
+        ids = self._ids
+        # Rows of one group share their time.
         stamp, at = None, None
-        keyed = {key for key, _ in index}
+        events: list[LiveEvent] = []
         for row in rows:
             if row[2] != stamp:
                 stamp, at = row[2], datetime.fromtimestamp(row[2], UTC)
-            event = from_row(next(ids), row, at)
-            ring.append(event)
-            if not keyed:
-                continue
-            for name, value in (
-                ("task", event.task_id),
-                ("pipeline", event.pipeline_id),
-                ("schedule", event.schedule),
-                ("queue", event.queue),
-                ("all", None),
-            ):
-                if name not in keyed:
-                    continue
-                subs = index.get((name, value))
+            events.append(from_row(next(ids), row, at))
+        self.ring.extend(events)
+        if self._index:
+            self._route(events)
+
+    def _route(self, events: list[LiveEvent]) -> None:
+        """Hand ``events`` to the subscriptions they match, in order, a batch to each: a
+        stream of everything (the dashboard's, a script's) takes them all at once; the
+        others are found through the index, by the fields of its keys in use."""
+        index = self._index
+        names = {name for name, _ in index}
+        everything = index.get(("all", None), ())
+        for sub in everything:
+            if sub.filter == _EVERYTHING:
+                sub.push_all(events)
+            else:
+                sub.push_all([e for e in events if sub.filter.matches(e)])
+        fields = [(name, _FIELD_OF[name]) for name in ("task", "pipeline", "schedule", "queue")]
+        fields = [(name, get) for name, get in fields if name in names]
+        if not fields:
+            return
+        found: dict[Subscription, list[LiveEvent]] = {}
+        for event in events:
+            for name, get in fields:
+                subs = index.get((name, get(event)))
                 if subs:
                     for sub in subs:
                         if sub.filter.matches(event):
-                            sub.push(event)
+                            found.setdefault(sub, []).append(event)
+        for sub, matched in found.items():
+            sub.push_all(matched)
 
     def _receive(self) -> None:
         """The receiving thread: payloads of other processes, decoded here, numbered on
