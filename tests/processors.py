@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from typing import Any, ClassVar
@@ -341,3 +342,14 @@ class Timed(MaintenanceTaskProcessor):
         started = time.time()
         await asyncio.sleep(self.seconds)
         return {"started": started, "ended": time.time()}
+
+
+class RecordGcThreshold(MaintenanceTaskProcessor):
+    """Writes the cyclic collector's young-generation threshold as the worker runs it."""
+
+    path: str
+
+    async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
+        with open(self.path, "w") as f:  # noqa: ASYNC230 - one short write, by design
+            f.write(str(gc.get_threshold()[0]))
+        return {}

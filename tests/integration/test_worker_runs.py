@@ -6,6 +6,7 @@ the allowlist applied at run time to rows that bypassed enqueue's checks.
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +31,7 @@ from tests.helpers import (
     wait_for_status,
     wait_until,
 )
-from tests.processors import Boom, Echo, RecordRun, SyncEcho, SyncWaitForFile
+from tests.processors import Boom, Echo, RecordGcThreshold, RecordRun, SyncEcho, SyncWaitForFile
 
 S = MaintenanceTaskStatus
 
@@ -355,3 +356,35 @@ async def test_an_idle_postgresql_worker_is_woken_by_an_enqueue_without_polling(
         )
         await wait_for_status(astore, task.id, S.COMPLETED, within=10, worker=running)
         assert worker.waker.listener_pid == pid  # the same LISTEN connection heard it
+
+
+# ---------------------------------------------------------------- the garbage collector
+
+
+async def test_a_worker_raises_the_young_collection_threshold_while_it_runs_then_restores_it(
+    backend: Backend, database: Database, tmp_path: Path
+) -> None:
+    seen = tmp_path / "threshold.txt"
+    before = gc.get_threshold()
+    create_maintenance_task(
+        RecordGcThreshold(path=str(seen)), database=database, settings=backend.settings()
+    )
+
+    await run_until_idle(backend, gc_threshold=12_345)
+
+    assert seen.read_text() == "12345"
+    assert gc.get_threshold() == before
+
+
+async def test_a_gc_threshold_of_zero_leaves_the_collector_as_it_was(
+    backend: Backend, database: Database, tmp_path: Path
+) -> None:
+    seen = tmp_path / "threshold.txt"
+    before = gc.get_threshold()
+    create_maintenance_task(
+        RecordGcThreshold(path=str(seen)), database=database, settings=backend.settings()
+    )
+
+    await run_until_idle(backend, gc_threshold=0)
+
+    assert seen.read_text() == str(before[0])

@@ -75,3 +75,40 @@ async def test_a_subscription_past_its_window_refills_from_the_ring(
         ]
     finally:
         hub.close()
+
+
+async def test_another_process_events_arrive_as_this_process_own_would() -> None:
+    from dataclasses import astuple
+
+    from nightcrew.live.wire import LiveEvent, encode_emissions
+
+    bus = EventBus()
+    hub = local_hub(bus)
+    hub._scope = "public"
+    sub, _ = hub.subscribe(EventFilter())
+    try:
+        started = EventBatch(
+            EventKind.STARTED, AT, S.WORKING, [7, 8], ["a", "b"], ["p.X", "p.Y"], [1, 2],
+            waited=[0.25, None],
+        )  # fmt: skip
+        failed = EventBatch(
+            EventKind.FAILED, AT, S.ERROR, [9], ["a"], ["p.X"], [3],
+            durations=[1.5], details=[{"error": "boom", "error_type": "ValueError"}],
+        )  # fmt: skip
+        bus.emit_all(started)
+        bus.emit_all(failed)
+        own = list(sub._pending)
+        sub._pending.clear()
+        hub._deliver_here(encode_emissions([started, failed], "public", "there:2:def"))
+        hub._deliver_here(encode_emissions([started], "public", hub.origin))  # ours: skipped
+        received = list(sub._pending)
+
+        def fields(e: LiveEvent) -> tuple[object, ...]:
+            return astuple(e)[1:-1]  # not the id, not the cached JSON
+
+        assert [fields(e) for e in received] == [fields(e) for e in own]
+        assert [e.id for e in received] == [own[-1].id + 1, own[-1].id + 2, own[-1].id + 3]
+        assert received[2].detail == {"error": "boom", "error_type": "ValueError"}
+        assert received[0].waited == 0.25 and received[1].waited is None
+    finally:
+        hub.close()

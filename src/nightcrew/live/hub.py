@@ -28,7 +28,7 @@ import operator
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 from nightcrew.errors import NightcrewError
 from nightcrew.events import EventBus, EventKind, TaskEvent
 from nightcrew.live.publisher import LISTENERS_CHECK_SECONDS
-from nightcrew.live.wire import LiveEvent, decode, from_row, rows_of
+from nightcrew.live.wire import Columns, LiveEvent, decode, from_row, rows_of
 from nightcrew.store.event_transport import EventTransport
 
 log = logging.getLogger("nightcrew.live")
@@ -172,7 +172,7 @@ class Hub:
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._first_id = time.time_ns() // 1000
-        self._ids = itertools.count(self._first_id)
+        self._next_id = self._first_id
         self.ring: deque[LiveEvent] = deque(maxlen=ring_size)
         self._index: dict[tuple[str, Any], list[Subscription]] = {}
         self._stop = threading.Event()
@@ -270,15 +270,29 @@ class Hub:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens now
             self.loop.call_soon_threadsafe(self._ingest, rows)
 
-    def _ingest(self, rows: Iterable[list[Any]]) -> None:
-        ids = self._ids
-        # Rows of one group share their time.
+    def _ingest(self, rows: Sequence[list[Any]]) -> None:
+        """This process's own events (rows of `TaskEvent`s), numbered and kept."""
+        ids = range(self._next_id, self._next_id + len(rows))
+        self._next_id = ids.stop
+        # Rows of one emission share their time.
         stamp, at = None, None
         events: list[LiveEvent] = []
-        for row in rows:
+        for event_id, row in zip(ids, rows, strict=True):
             if row[2] != stamp:
                 stamp, at = row[2], datetime.fromtimestamp(row[2], UTC)
-            events.append(from_row(next(ids), row, at))
+            events.append(from_row(event_id, row, at))
+        self._keep(events)
+
+    def _ingest_groups(self, groups: Sequence[Columns]) -> None:
+        """Other processes' events, as decoded, numbered and kept (built a group at a
+        time, with no row per event on the way)."""
+        events: list[LiveEvent] = []
+        for group in groups:
+            events += group.events(self._next_id)
+            self._next_id += len(group.task_ids)
+        self._keep(events)
+
+    def _keep(self, events: list[LiveEvent]) -> None:
         self.ring.extend(events)
         if self._index:
             self._route(events)
@@ -348,28 +362,26 @@ class Hub:
 
     def _deliver_here(self, payloads: list[str]) -> None:
         """On the loop: decode, skip our own, ingest."""
-        if self._scope is None:
-            self._scope = self.transport.scope()
-        rows: list[list[Any]] = []
-        for text in payloads:
-            decoded = decode(text, self._scope)
-            if decoded is not None and decoded.origin != self.origin:
-                rows += decoded.rows
-        if rows:
-            self._ingest(rows)
+        groups = self._decode(payloads)
+        if groups:
+            self._ingest_groups(groups)
 
     def _deliver(self, payloads: list[str]) -> None:
-        """In the receiving thread: decode, skip our own, hand the rows to the loop."""
+        """In the receiving thread: decode, skip our own, hand the groups to the loop."""
+        groups = self._decode(payloads)
+        if groups:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens now
+                self.loop.call_soon_threadsafe(self._ingest_groups, groups)
+
+    def _decode(self, payloads: list[str]) -> list[Columns]:
         if self._scope is None:
             self._scope = self.transport.scope()
-        rows: list[list[Any]] = []
+        groups: list[Columns] = []
         for text in payloads:
             decoded = decode(text, self._scope)
             if decoded is not None and decoded.origin != self.origin:
-                rows += decoded.rows
-        if rows:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens now
-                self.loop.call_soon_threadsafe(self._ingest, rows)
+                groups += decoded.groups
+        return groups
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 from nightcrew.events import EventBatch, EventKind, TaskEvent
@@ -453,34 +453,127 @@ def _event_groups(events: Sequence[TaskEvent]) -> list[Group]:
 
 
 @dataclass(frozen=True, slots=True)
+class Columns:
+    """One group of a payload as it arrived: what its events share, and one list per field
+    that varies (each as long as ``task_ids``). A hub numbers a group's events and builds
+    them in one call (`events`), without a row per event on the way."""
+
+    kind: EventKind
+    at: float
+    status: str | None
+    queue: str | None
+    processor: str | None
+    actor: str | None
+    pipeline_id: int | None
+    schedule: str | None
+    task_ids: list[int]
+    attempts: list[Any]
+    progress: list[Any]
+    messages: list[Any]
+    durations: list[Any]
+    details: list[Any]
+    waits: list[Any]
+
+    def events(self, first_id: int) -> list[LiveEvent]:
+        """The group's events, numbered from ``first_id`` (the loop runs in C, but for
+        each event's own construction)."""
+        n = len(self.task_ids)
+        at = datetime.fromtimestamp(self.at, UTC)
+        return list(
+            map(
+                LiveEvent,
+                range(first_id, first_id + n),
+                repeat(self.kind, n),
+                self.task_ids,
+                repeat(at, n),
+                repeat(self.status, n),
+                repeat(self.queue, n),
+                repeat(self.processor, n),
+                self.attempts,
+                self.progress,
+                self.messages,
+                self.durations,
+                repeat(self.pipeline_id, n),
+                repeat(self.schedule, n),
+                repeat(self.actor, n),
+                self.details,
+                self.waits,
+            )
+        )
+
+    def rows(self) -> list[list[Any]]:
+        """The group as rows of `FIELDS` values (the kind as its text)."""
+        kind, at, status, queue, processor = (
+            self.kind.value,
+            self.at,
+            self.status,
+            self.queue,
+            self.processor,
+        )
+        pipeline_id, schedule, actor = self.pipeline_id, self.schedule, self.actor
+        return [
+            [
+                kind,
+                task_id,
+                at,
+                status,
+                queue,
+                processor,
+                attempt,
+                progress,
+                message,
+                duration,
+                pipeline_id,
+                schedule,
+                actor,
+                detail,
+                waited,
+            ]
+            for task_id, attempt, progress, message, duration, detail, waited in zip(
+                self.task_ids,
+                self.attempts,
+                self.progress,
+                self.messages,
+                self.durations,
+                self.details,
+                self.waits,
+                strict=True,
+            )
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded:
-    """A payload's origin and rows (each row ``FIELDS`` values; no id yet)."""
+    """A payload's origin and groups of events (no ids yet)."""
 
     origin: str
-    rows: list[list[Any]]
+    groups: list[Columns]
+
+    @property
+    def rows(self) -> list[list[Any]]:
+        """Every event as a row of `FIELDS` values, in order."""
+        return [row for group in self.groups for row in group.rows()]
 
 
 def decode(text: str, scope: str) -> Decoded | None:
-    """The rows of a payload meant for ``scope``; None for others' and for garbage."""
+    """The events of a payload meant for ``scope``; None for others' and for garbage."""
     try:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("v") not in _READ or data.get("s") != scope:
             return None
-        rows: list[list[Any]] = []
-        for group in data["g"]:
-            rows += _expand(group)
-        return Decoded(str(data.get("o", "")), rows)
+        groups = [g for g in map(_expand, data["g"]) if g is not None]
+        return Decoded(str(data.get("o", "")), groups)
     except (ValueError, KeyError, TypeError, IndexError):
         return None
 
 
-def _expand(group: list[Any]) -> list[list[Any]]:
+def _expand(group: list[Any]) -> Columns | None:
     kind, at, status, queue, processor, actor, pipeline_id, schedule = group[:8]
     ids, attempts, progress, messages, durations, details, waits = group[8:15]
     if isinstance(ids, str):
         ids = _unpack(ids)
     if kind not in _KINDS or not isinstance(at, int | float) or not isinstance(ids, list):
-        return []
+        return None
     n = len(ids)
     none = [None] * n
 
@@ -496,34 +589,28 @@ def _expand(group: list[Any]) -> list[list[Any]]:
             return col(values)  # packed: seconds already
         return [None if v is None else v / 1_000_000 for v in col(values)]
 
-    attempts, progress, messages = col(attempts), col(progress), col(messages)
-    durations, details, waits = seconds(durations), col(details), seconds(waits)
-    return [
-        [
-            kind,
-            task_id,
-            at,
-            status,
-            queue,
-            processor,
-            attempts[i],
-            progress[i],
-            messages[i],
-            durations[i],
-            pipeline_id,
-            schedule,
-            actor,
-            details[i],
-            waits[i],
-        ]
-        for i, task_id in enumerate(ids)
-        if isinstance(task_id, int)
+    columns = [
+        ids,
+        col(attempts),
+        col(progress),
+        col(messages),
+        seconds(durations),
+        col(details),
+        seconds(waits),
     ]
+    if columns[5] is not none:
+        columns[5] = [d if isinstance(d, dict) else None for d in columns[5]]
+    if not all(type(task_id) is int for task_id in ids):  # garbage: its events are left out
+        keep = [i for i, task_id in enumerate(ids) if type(task_id) is int]
+        columns = [[c[i] for i in keep] for c in columns]
+    return Columns(
+        _KINDS[kind], at, status, queue, processor, actor, pipeline_id, schedule, *columns
+    )
 
 
 def from_row(event_id: int, row: list[Any], at: datetime | None = None) -> LiveEvent:
-    """A decoded row as a `LiveEvent` with ``event_id`` (``at``: its time, if the caller
-    already made it from ``row[2]``)."""
+    """A row (`rows_of`) as a `LiveEvent` with ``event_id`` (``at``: its time, if the
+    caller already made it from ``row[2]``)."""
     detail = row[13]
     return LiveEvent(
         event_id,

@@ -170,6 +170,10 @@ class Worker:
         frozen = self.settings.gc_freeze
         if frozen:
             gc.freeze()  # see `Settings.gc_freeze`
+        thresholds = gc.get_threshold()
+        young = self.settings.gc_threshold  # see `Settings.gc_threshold`
+        if young:
+            gc.set_threshold(young, *thresholds[1:])
         try:
             await self._first_rescue()
             if until_idle:
@@ -195,6 +199,8 @@ class Worker:
                 await self.app.aclose()
             if frozen:
                 gc.unfreeze()
+            if young and gc.get_threshold()[0] == young:  # not if another worker changed it
+                gc.set_threshold(*thresholds)
             log.info("worker stopped", extra={"worker": self.id, "processed": self.processed})
         if self._fatal is not None:
             raise self._fatal
