@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     #: each one rescans every module, class and engine of the process (about 90 ms for a
     #: worker's 110,000 objects: a fifth of a 20,000-task drain). False for a host process
     #: that wants garbage it made before the worker started to be collected meanwhile.
+    #: ``nightcrew serve`` freezes what its start-up made too (for its streams' latency).
     gc_freeze: bool = True
     #: The young generation's threshold of Python's cyclic garbage collector while a worker
     #: runs (``gc.set_threshold``'s first value; Python's own back when it stops; 0 leaves

@@ -97,3 +97,29 @@ def test_serve_with_a_token_may_bind_everywhere(backend: Backend, app: Nightcrew
     finally:
         server.terminate()
         server.communicate(timeout=15)
+
+
+def test_serve_freezes_what_its_start_up_made_out_of_the_collector(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from nightcrew.cli import app as cli
+
+    frozen: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: frozen.append(gc.get_freeze_count()))
+    runner = CliRunner()
+    try:
+        args = ["--database-url", backend.url, "serve", "--port", str(_free_port())]
+        result = runner.invoke(cli, args, env={"NIGHTCREW_GC_FREEZE": "true"})
+        assert result.exit_code == 0, result.output
+        assert frozen and frozen[0] > 0
+        gc.unfreeze()
+        result = runner.invoke(cli, args, env={"NIGHTCREW_GC_FREEZE": "false"})
+        assert result.exit_code == 0, result.output
+        assert frozen[1] == 0
+    finally:
+        gc.unfreeze()

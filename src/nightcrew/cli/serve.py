@@ -7,6 +7,7 @@ forgotten open port is how tokens end up made in a hurry, with a role too high).
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 from typing import Annotated
 
@@ -68,6 +69,12 @@ def serve(
                 "with `nightcrew tokens create --name NAME --role viewer|operator|admin`"
             )
         api = create_api(app, cors_origins=tuple(cors_origin or ()))
+        if settings.gc_freeze:
+            # What start-up made (modules, classes, the app) never becomes garbage: out of
+            # the collector's full passes, which otherwise rescan it all while streams wait
+            # (measured: full collections of 150-250 ms during a drain with 100 clients).
+            gc.collect()
+            gc.freeze()
         # The access log shows method, path and status, never headers: tokens stay out.
         # Event streams (the dashboard's live pages, /api/v1/events) never end by
         # themselves: without a bound, one open page would hold a stop until it closed.
