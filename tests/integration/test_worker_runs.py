@@ -361,30 +361,30 @@ async def test_an_idle_postgresql_worker_is_woken_by_an_enqueue_without_polling(
 # ---------------------------------------------------------------- the garbage collector
 
 
-async def test_a_worker_raises_the_young_collection_threshold_while_it_runs_then_restores_it(
-    backend: Backend, database: Database, tmp_path: Path
-) -> None:
+async def _threshold_during_a_run(
+    backend: Backend, database: Database, tmp_path: Path, gc_threshold: int
+) -> int:
+    """The young-generation threshold a task saw while a worker with ``gc_threshold`` ran it."""
     seen = tmp_path / "threshold.txt"
-    before = gc.get_threshold()
     create_maintenance_task(
         RecordGcThreshold(path=str(seen)), database=database, settings=backend.settings()
     )
+    await run_until_idle(backend, gc_threshold=gc_threshold)
+    return int(seen.read_text())
 
-    await run_until_idle(backend, gc_threshold=12_345)
 
-    assert seen.read_text() == "12345"
+async def test_a_worker_raises_the_young_collection_threshold_while_it_runs_then_restores_it(
+    backend: Backend, database: Database, tmp_path: Path
+) -> None:
+    before = gc.get_threshold()
+
+    assert await _threshold_during_a_run(backend, database, tmp_path, 12_345) == 12_345
     assert gc.get_threshold() == before
 
 
 async def test_a_gc_threshold_of_zero_leaves_the_collector_as_it_was(
     backend: Backend, database: Database, tmp_path: Path
 ) -> None:
-    seen = tmp_path / "threshold.txt"
     before = gc.get_threshold()
-    create_maintenance_task(
-        RecordGcThreshold(path=str(seen)), database=database, settings=backend.settings()
-    )
 
-    await run_until_idle(backend, gc_threshold=0)
-
-    assert seen.read_text() == str(before[0])
+    assert await _threshold_during_a_run(backend, database, tmp_path, 0) == before[0]
