@@ -41,9 +41,12 @@ from nightcrew.store.event_transport import EventTransport
 log = logging.getLogger("nightcrew.live")
 
 #: How long the thread gathers emissions before one send, and how long a loop gathers its
-#: own before encoding them (seconds).
+#: claims and finishes before encoding them (seconds; progress goes at once). A tenth of a
+#: second is still live to a person, and a drain then makes ten NOTIFY statements a second
+#: instead of fifty: on a 2-core machine a listener following every event spent 120 ms
+#: instead of 170 ms of CPU over a 20,000-task drain (one run, seven drains of each).
 COALESCE_SECONDS = 0.002
-LOOP_COALESCE_SECONDS = 0.02
+LOOP_COALESCE_SECONDS = 0.1
 #: How often the publisher asks whether any process receives events.
 LISTENERS_CHECK_SECONDS = 1.0
 #: Emissions held at most while the transport is slow (then they are dropped).
