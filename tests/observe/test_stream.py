@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from nightcrew import Nightcrew, create_maintenance_task
+from nightcrew import Nightcrew, TaskOptions, create_maintenance_task, create_maintenance_tasks
 from nightcrew.events import EventKind, stream
 from nightcrew.live import EventsMissed
 from tests.conftest import ROOT, Backend
@@ -125,5 +125,45 @@ async def test_a_stream_left_or_cancelled_stops_being_fed(backend: Backend) -> N
             assert hub.subscribers == 1
             del events
         assert hub.subscribers == 0
+    finally:
+        await app.aclose()
+
+
+async def test_batches_hand_out_each_event_once_a_list_at_a_time(backend: Backend) -> None:
+    app = Nightcrew(observe_settings(backend))
+    other = Nightcrew(observe_settings(backend))
+    queue = f"batched-{uuid.uuid4().hex[:6]}"
+    try:
+        async with stream(app, kinds=[EventKind.CREATED], queue=queue) as events:
+            first = create_maintenance_task(Echo(value=0), database=other, queue=queue)
+            async with asyncio.timeout(30):
+                assert (await anext(aiter(events))).task_id == first.id
+            made = create_maintenance_tasks(
+                [Echo(value=i) for i in range(1, 6)], TaskOptions(queue=queue), database=other
+            )
+            seen: list[int] = []
+            async with asyncio.timeout(30):
+                async for batch in events.batches():
+                    assert batch, "a batch is never empty"
+                    seen += [event.task_id for event in batch]
+                    if len(seen) >= len(made):
+                        break
+        assert seen == made
+    finally:
+        other.close()
+        await app.aclose()
+
+
+async def test_batches_end_when_the_stream_is_closed(backend: Backend) -> None:
+    app = Nightcrew(observe_settings(backend))
+    try:
+        async with stream(app) as events:
+            batches = events.batches()
+            waiting = asyncio.ensure_future(anext(batches))
+            await asyncio.sleep(0.05)
+            events.close()
+            async with asyncio.timeout(10):
+                with pytest.raises(StopAsyncIteration):
+                    await waiting
     finally:
         await app.aclose()

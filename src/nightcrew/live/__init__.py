@@ -17,7 +17,8 @@ carries those events to whoever follows them, in any process of the database:
 
   ``async for event in stream(app, queue="reports")`` works too; a stream made that way
   subscribes at its first iteration, an ``async with`` one on entering (so nothing that
-  happens after it can be missed);
+  happens after it can be missed); ``async for batch in events.batches()`` takes them a
+  list at a time;
 - the admin API serves the same as Server-Sent Events at ``/api/v1/events``.
 """
 
@@ -27,7 +28,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -159,6 +160,33 @@ class LiveStream:
                 self.close()
                 raise
         return self._buffer.popleft()
+
+    async def batches(self) -> AsyncIterator[list[LiveEvent]]:
+        """The same events, a list at a time: whatever arrived together (a claim's starts,
+        a batch of finishes: hundreds of events on a busy worker) in one step.
+
+        For a consumer that takes everything, a sink or a forwarder, which then handles a
+        batch in one go (as the SSE route reads them). Events are handed out once,
+        whichever way they are read. Lists are never empty; the iteration ends when the
+        stream is closed."""
+        if self._sub is None:
+            await self.open()
+        assert self._sub is not None
+        while True:
+            if self._buffer:
+                held = list(self._buffer)
+                self._buffer.clear()
+                yield held
+                continue
+            if self._sub.closed:
+                return
+            try:
+                events = await self._sub.get()
+            except BaseException:  # cancelled, or fell behind: unsubscribe as `__anext__`
+                self.close()
+                raise
+            if events:
+                yield events
 
     def __del__(self) -> None:
         # A stream iterated with a bare ``async for`` and left (a ``break``) is closed when
