@@ -42,9 +42,8 @@ log = logging.getLogger("nightcrew.live")
 
 #: How long the thread gathers emissions before one send, and how long a loop gathers its
 #: claims and finishes before encoding them (seconds; progress goes at once). A tenth of a
-#: second is still live to a person, and a drain then makes ten NOTIFY statements a second
-#: instead of fifty: on a 2-core machine a listener following every event spent 120 ms
-#: instead of 170 ms of CPU over a 20,000-task drain (one run, seven drains of each).
+#: second is still live to a person, and a 20,000-task drain then sends its 156 payloads in
+#: 14 NOTIFY statements instead of 44 to 48 (with 0.02 s), each a wake-up of every listener.
 COALESCE_SECONDS = 0.002
 LOOP_COALESCE_SECONDS = 0.1
 #: How often the publisher asks whether any process receives events.
