@@ -116,15 +116,17 @@ class Publisher:
             return
         if not self._started:
             self._start_thread()  # it asks who listens, every second
+        # Progress is what a client waits for: it goes at once, with whatever claims and
+        # finishes gathered before it (a worker writes progress at most every 0.05 s); those
+        # alone gather for `LOOP_COALESCE_SECONDS`, to be encoded and sent together.
+        progress = events[0].kind is EventKind.PROGRESS
         buffer = self._buffers.get(loop)
         if buffer is None:
             buffer = self._buffers[loop] = []
-            # Progress is what a client waits for: it goes at once (a worker writes it at
-            # most every 0.1 s); finishes and claims gather a little, to be encoded together.
-            if events[0].kind is EventKind.PROGRESS:
-                loop.call_soon(self._flush_loop, loop)
-            else:
+            if not progress:
                 loop.call_later(LOOP_COALESCE_SECONDS, self._flush_loop, loop)
+        if progress:
+            loop.call_soon(self._flush_loop, loop)
         buffer.append(emission)
 
     def _flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:
