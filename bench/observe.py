@@ -8,10 +8,18 @@
 with metrics and live events on (``NIGHTCREW_METRICS`` and ``NIGHTCREW_PUBLISH_EVENTS``
 true, and a listener following every event in this process, so the NOTIFYs are really
 received; it reads them with ``LiveStream.batches()``, as the SSE route does) against
-both off, in alternating pairs (on/off, then off/on, ...) in the same run: the overhead is
-1 - median(on) / median(off). Each drain has a fresh database, the tasks enqueued in bulk
-and ``VACUUM ANALYZE`` first; the rate is tasks / the worker's own
-``run(until_idle=True)`` time.
+both off, in rotating rounds in the same run: the overhead is 1 - median(on) /
+median(off), with a 90 % bootstrap interval (`interval`). Each drain has a fresh
+database, the tasks enqueued in bulk and ``VACUUM ANALYZE`` first; the rate is tasks /
+the worker's own ``run(until_idle=True)`` time.
+
+The same drains are also *accounted*: the CPU the features themselves used in each drain
+(the worker's metrics and publisher, timed per call; the listener's thread; PostgreSQL's
+backends that send and receive the events, from ``/proc/<pid>/schedstat``) against the
+rest of that drain's CPU (the worker process and its PostgreSQL backends). Both are
+measured in the same second, so the machine's speed, which on these shared machines
+jumps by half within a second, cancels out: a steadier figure than the rate, though
+not the same one (the drain leaves part of the two cores idle).
 
 **sse**: ``nightcrew serve`` (a real uvicorn) with ``--clients`` Server-Sent Events clients,
 each following one task that reports progress every 0.1 s (a worker process of their own),
@@ -96,11 +104,62 @@ def env(**extra: str) -> dict[str, str]:
 # ---------------------------------------------------------------- drain
 
 
+def backend_cpu() -> dict[int, tuple[str, int]]:
+    """CPU nanoseconds used so far by each PostgreSQL backend of the benchmark's database
+    (``/proc/<pid>/schedstat``: one host), with its ``application_name``."""
+    import psycopg
+
+    with psycopg.connect(URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, application_name FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    out: dict[int, tuple[str, int]] = {}
+    for pid, name in rows:
+        try:
+            out[pid] = (name, int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def timed(function: Any, spent: list[int]) -> Any:
+    """``function``, adding the CPU time of its calling thread it uses to ``spent[0]``."""
+
+    def wrapper(*args: Any) -> Any:
+        start = time.thread_time_ns()
+        try:
+            return function(*args)
+        finally:
+            spent[0] += time.thread_time_ns() - start
+
+    return wrapper
+
+
+def account_features() -> list[int]:
+    """Time what metrics and live events do in the worker (nanoseconds of its threads): the
+    metrics' and the publisher's bus subscribers and the publisher's encoding. Each is
+    called once per emission (a claim, a batch of finishes), not per task, so the timing
+    costs nothing a drain would notice. Not covered: building the store's event batches
+    for the bus (0.02 µs an event, `bench/event_costs.py`) and the NOTIFY statements'
+    Python side (14 a drain)."""
+    from nightcrew.live.publisher import Publisher
+    from nightcrew.metrics import TaskEventCollector
+
+    spent = [0]
+    TaskEventCollector.on_events = timed(TaskEventCollector.on_events, spent)  # type: ignore[method-assign]
+    Publisher._on_events = timed(Publisher._on_events, spent)  # type: ignore[method-assign]
+    Publisher._flush_loop = timed(Publisher._flush_loop, spent)  # type: ignore[method-assign]
+    return spent
+
+
 def child_drain(mode: str, concurrency: int) -> None:
-    """A worker process: drain what is due, print its rate."""
+    """A worker process: drain what is due, print its rate and where its CPU went."""
     from nightcrew import Worker
     from nightcrew.loop import run_loop
+    from nightcrew.store.event_transport import PROBE_NAME, RECEIVER_NAME
 
+    features = account_features()
     on = mode in ("on", "quiet")
     s = settings(
         concurrency=concurrency,
@@ -112,12 +171,30 @@ def child_drain(mode: str, concurrency: int) -> None:
     async def main() -> dict[str, Any]:
         worker = Worker(s)
         worker.app.metrics.start()  # as when scraped (a worker nobody scrapes counts nothing)
+        closing = worker.store.aclose
+        seen: dict[str, dict[int, tuple[str, int]]] = {}
+
+        async def aclose() -> None:  # the drain is over: its connections are still open
+            seen["after"] = backend_cpu()
+            await closing()
+
+        worker.store.aclose = aclose  # type: ignore[method-assign]
+        before = backend_cpu()
         t0, c0 = time.perf_counter(), time.process_time()
         await worker.run(until_idle=True)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        after = seen["after"]
+        used = {pid: ns - before.get(pid, (name, 0))[1] for pid, (name, ns) in after.items()}
+        events_ns = sum(
+            ns for pid, ns in used.items() if after[pid][0] in (PROBE_NAME, RECEIVER_NAME)
+        )
         return {
-            "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
             "processed": worker.processed,
+            "feature_cpu_seconds": features[0] / 1e9,
+            "postgres_cpu_seconds": sum(used.values()) / 1e9,
+            "postgres_events_cpu_seconds": events_ns / 1e9,
         }
 
     print(json.dumps(run_loop(main(), s)), flush=True)
@@ -136,6 +213,12 @@ class Listener:
         self._thread.start()
         self.ready.wait(30)
         return self
+
+    @property
+    def ident(self) -> int:
+        """The thread's id (its CPU clock is read from the benchmark's thread)."""
+        assert self._thread.ident is not None
+        return self._thread.ident
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -180,14 +263,41 @@ def drain_once(mode: str, n: int, concurrency: int) -> dict[str, Any]:
     if mode == "on":
         with Listener() as listener:
             time.sleep(1.5)  # as a hub does: publishers notice a new receiver within 1 s
+            clock = time.pthread_getcpuclockid(listener.ident)
+            c0 = time.clock_gettime_ns(clock)
             result = run()
-            time.sleep(0.5)
+            time.sleep(0.5)  # the last events arrive
+            result["listener_cpu_seconds"] = (time.clock_gettime_ns(clock) - c0) / 1e9
         result["events_received"] = listener.events
     else:
         result = run()
     result["rate"] = n / result["seconds"]
     result["cpu_us_per_task"] = result["cpu_seconds"] / n * 1e6
+    listener = result.get("listener_cpu_seconds", 0.0)
+    features = result["feature_cpu_seconds"] + result["postgres_events_cpu_seconds"] + listener
+    total = result["cpu_seconds"] + result["postgres_cpu_seconds"] + listener
+    result["accounted"] = features / (total - features)
+    result["accounted_worker"] = result["feature_cpu_seconds"] / (
+        result["cpu_seconds"] - result["feature_cpu_seconds"]
+    )
     return result
+
+
+def interval(rates: list[float], off: list[float], draws: int = 4000) -> tuple[float, float]:
+    """A 90 % bootstrap interval of ``1 - median(rates) / median(off)``: the rounds of each
+    mode resampled with replacement (a fixed seed, so a run's printout can be recomputed
+    from its JSON). On a machine whose speed jumps by half within a second, as the shared
+    ones here do, this is what tells a real overhead from a lucky or unlucky run."""
+    import random
+
+    rng = random.Random(0)
+    found = sorted(
+        1
+        - statistics.median(rng.choices(rates, k=len(rates)))
+        / statistics.median(rng.choices(off, k=len(off)))
+        for _ in range(draws)
+    )
+    return found[int(0.05 * draws)], found[int(0.95 * draws) - 1]
 
 
 MODES = {
@@ -202,17 +312,29 @@ def part_drain(n: int, concurrency: int, pairs: int) -> dict[str, Any]:
     CPU cost the worker process's CPU time per task (all its threads): on a shared machine
     the second is the steadier measure of what the features cost."""
     print(f"drain: {n} no-op tasks, concurrency {concurrency}, {pairs} rounds; load {load()}")
-    found: dict[str, dict[str, list[float]]] = {m: {"rate": [], "cpu": []} for m in MODES}
+    found: dict[str, dict[str, list[float]]] = {
+        m: {"rate": [], "cpu": [], "accounted": [], "accounted_worker": [], "listener_ms": []}
+        for m in MODES
+    }
     order = list(MODES)
     for i in range(pairs):
         for mode in order[i % 3 :] + order[: i % 3]:
             r = drain_once(mode, n, concurrency)
             found[mode]["rate"].append(r["rate"])
             found[mode]["cpu"].append(r["cpu_us_per_task"])
-            extra = f", {r['events_received']} events received" if mode == "on" else ""
+            found[mode]["accounted"].append(r["accounted"])
+            found[mode]["accounted_worker"].append(r["accounted_worker"])
+            found[mode]["listener_ms"].append(r.get("listener_cpu_seconds", 0.0) * 1000)
+            extra = ""
+            if mode == "on":
+                extra = (
+                    f", {r['events_received']} events received"
+                    f" (listener {r['listener_cpu_seconds'] * 1000:.0f} ms CPU)"
+                )
             print(
                 f"  round {i + 1} {mode:>5}: {r['rate']:,.0f} tasks/s, "
-                f"{r['cpu_us_per_task']:.1f} us CPU/task{extra}"
+                f"{r['cpu_us_per_task']:.1f} us CPU/task, features' CPU "
+                f"+{r['accounted']:.1%} (worker's own +{r['accounted_worker']:.1%}){extra}"
             )
     out: dict[str, Any] = {}
     off_rate = statistics.median(found["off"]["rate"])
@@ -220,18 +342,30 @@ def part_drain(n: int, concurrency: int, pairs: int) -> dict[str, Any]:
     for mode, label in MODES.items():
         rate = statistics.median(found[mode]["rate"])
         cpu = statistics.median(found[mode]["cpu"])
+        low, high = interval(found[mode]["rate"], found["off"]["rate"])
         out[mode] = {
             "rates": found[mode]["rate"],
             "cpu_us": found[mode]["cpu"],
             "median_rate": rate,
             "median_cpu_us": cpu,
             "rate_overhead": 1 - rate / off_rate,
+            "rate_overhead_90": [low, high],
             "cpu_overhead": cpu / off_cpu - 1,
+            "accounted": statistics.median(found[mode]["accounted"]),
+            "accounted_worker": statistics.median(found[mode]["accounted_worker"]),
+            "listener_ms": statistics.median(found[mode]["listener_ms"]),
         }
+        spread = "" if mode == "off" else f", 90% interval {low:+.1%} to {high:+.1%}"
         print(
             f"  {mode:>5} ({label}): median {rate:,.0f} tasks/s ({1 - rate / off_rate:+.1%} "
-            f"slower), {cpu:.1f} us CPU/task ({cpu / off_cpu - 1:+.1%})"
+            f"slower{spread}), {cpu:.1f} us CPU/task ({cpu / off_cpu - 1:+.1%})"
         )
+        if mode != "off":
+            print(
+                f"         the features' own CPU, accounted in each drain: median "
+                f"+{out[mode]['accounted']:.1%} of the rest of the drain's CPU (worker, "
+                f"PostgreSQL, listener), +{out[mode]['accounted_worker']:.1%} in the worker"
+            )
     print(f"  load {load()}")
     return out
 

@@ -211,7 +211,10 @@ class PostgresChannel(EventTransport):
         if conn is None or conn.closed:
             with driver_errors():
                 conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    application_name=PROBE_NAME,  # told apart in pg_stat_activity
                 )
             self._async[loop] = conn
         try:
