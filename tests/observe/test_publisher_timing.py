@@ -76,3 +76,29 @@ async def test_finishes_alone_wait_for_the_gathering_time() -> None:
         assert kinds_sent(transport) == [EventKind.COMPLETED]
     finally:
         await publisher.aclose()
+
+
+class Slow(Recording):
+    """A transport whose sends take a while (a loaded database), counted when they end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+
+    async def asend(self, payloads: list[str]) -> None:
+        self.started += 1
+        await asyncio.sleep(0.2)
+        self.sent += payloads
+
+
+async def test_closing_waits_for_the_send_in_flight() -> None:
+    bus, transport = EventBus(), Slow()
+    publisher = Publisher(bus, transport, "here")
+    bus.emit(event(EventKind.CREATED, 1))  # the thread learns the scope
+    await until(lambda: transport.sent, "the first event sent")
+    transport.sent.clear()
+    bus.emit(event(EventKind.COMPLETED, 2))
+    await until(lambda: transport.started, "a send under way")
+    bus.emit(event(EventKind.COMPLETED, 3))  # still gathered when the app closes
+    await publisher.aclose()
+    assert sorted(kinds_sent(transport)) == [EventKind.COMPLETED, EventKind.COMPLETED]

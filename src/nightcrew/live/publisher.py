@@ -96,6 +96,8 @@ class Publisher:
         self._outboxes: dict[asyncio.AbstractEventLoop, list[list[str]]] = {}
         self._outbox_ready: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._senders: set[asyncio.Task[None]] = set()
+        #: Loops whose senders are to stop once their outbox is empty (`aclose`).
+        self._closing: set[asyncio.AbstractEventLoop] = set()
         self._bus = bus
         #: Whether some process receives (asked every `LISTENERS_CHECK_SECONDS`); while
         #: none does, the publisher is off the bus, so no event is even built for it.
@@ -159,7 +161,9 @@ class Publisher:
         """This loop's sender: one statement per batch of payloads, in order, on the loop
         (PostgreSQL): no thread to wake, no interpreter lock handed back and forth."""
         flag = self._outbox_ready.setdefault(loop, asyncio.Event())
-        while not self._closed:
+        while True:
+            if not outbox and (self._closed or loop in self._closing):
+                return  # closing: what it held is sent (`aclose` waits for that)
             await flag.wait()
             flag.clear()
             while outbox:
@@ -263,18 +267,33 @@ class Publisher:
                 return
 
     async def aclose(self) -> None:
-        """`close` from a loop: what this loop holds is sent from it first."""
+        """`close` from a loop: what this loop holds is sent from it first.
+
+        Its sender finishes the statement under way and whatever is queued behind it (a
+        worker's last finishes, the ones a dashboard is waiting for), within
+        `CLOSE_TIMEOUT`; only then is it cancelled. Cancelling a NOTIFY in flight lost
+        its events: a 20,000-task drain's last 5,500 in one benchmark run of fifteen."""
         loop = asyncio.get_running_loop()
         events = self._buffers.pop(loop, [])
-        outbox = self._outboxes.pop(loop, [])
-        payloads = [p for batch in outbox for p in batch]
+        payloads: list[str] = []
         if events and self.listened and self._scope is not None:
-            payloads += encode_emissions(events, self._scope, self.origin)
+            payloads = encode_emissions(events, self._scope, self.origin)
         elif events and self.listened:
             self._hand_over(events, [])
-        for task in [t for t in self._senders if t.get_loop() is loop]:
-            task.cancel()
-            self._senders.discard(task)
+        senders = [t for t in self._senders if t.get_loop() is loop]
+        outbox = self._outboxes.get(loop)
+        if payloads and outbox is not None and senders:
+            outbox.append(payloads)  # after what the sender already holds: in order
+            payloads = []
+        self._closing.add(loop)
+        if senders:
+            self._wake(loop)
+            _, late = await asyncio.wait(senders, timeout=CLOSE_TIMEOUT)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            self._senders.difference_update(senders)
+        self._outboxes.pop(loop, None)
         if payloads and self.transport.sends_async:
             try:
                 await self.transport.asend(payloads)
