@@ -330,6 +330,8 @@ def part_drain(n: int, concurrency: int, pairs: int) -> dict[str, Any]:
             found[mode]["accounted"].append(r["accounted"])
             found[mode]["accounted_worker"].append(r["accounted_worker"])
             found[mode]["listener_ms"].append(r.get("listener_cpu_seconds", 0.0) * 1000)
+            if mode == "on":
+                found[mode].setdefault("received", []).append(r["events_received"])
             extra = ""
             if mode == "on":
                 extra = (
@@ -371,6 +373,12 @@ def part_drain(n: int, concurrency: int, pairs: int) -> dict[str, Any]:
                 f"+{out[mode]['accounted']:.1%} of the rest of the drain's CPU (worker, "
                 f"PostgreSQL, listener), +{out[mode]['accounted_worker']:.1%} in the worker"
             )
+    received = found["on"].get("received", [])
+    complete = sum(1 for r in received if r == 2 * n)
+    print(
+        f"  every event received (2 a task) in {complete} of {len(received)} drains with a listener"
+    )
+    out["on"]["events_complete"] = [complete, len(received)]
     print(f"  load {load()}")
     return out
 
