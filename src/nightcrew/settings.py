@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     prune_completed_days: float = Field(default=30.0, ge=0)
     prune_error_days: float = Field(default=90.0, ge=0)
     prune_cancelled_days: float = Field(default=90.0, ge=0)
+    #: Audit log rows are deleted once this many days old (by ``at``); 0, the default, keeps
+    #: the log forever: who did what is often kept for as long as the law asks, which only
+    #: the operator knows.
+    prune_audit_days: float = Field(default=0.0, ge=0)
     #: Rows deleted per transaction, and the pause between two such transactions, so a
     #: prune never holds locks for long nor starves the workers.
     prune_batch_size: int = Field(default=1000, ge=1, le=100_000)

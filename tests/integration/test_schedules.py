@@ -20,15 +20,16 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from nightcrew import ConfigurationError, MaintenanceTaskStatus, Nightcrew, Schedule, actions
+from nightcrew.models import AuditEntry, TaskDependency, utcnow
 from nightcrew.models import Schedule as ScheduleRow
-from nightcrew.models import TaskDependency, utcnow
 from nightcrew.schedules.declare import define
-from nightcrew.store import TaskStore, ops, schedule_ops
+from nightcrew.store import TaskStore, admin_ops, ops, schedule_ops
 from nightcrew.upkeep import PRUNE, Retention, cancel_stale_pending, prune_finished
-from nightcrew.values import TaskFilter, TaskView
+from nightcrew.values import AuditFilter, AuditRecord, TaskFilter, TaskView
 from nightcrew.worker import Worker
 from nightcrew.worker.ticker import Ticker
 from tests.conftest import ROOT, Backend
@@ -503,6 +504,32 @@ async def test_prune_of_a_status_with_zero_retention_keeps_it(store: TaskStore) 
     report = await prune_finished(store, Retention(error_days=0), pause=0)
     assert report.deleted == {"COMPLETED": 0, "CANCELLED": 0}
     assert store.run(ops.get_task, ids[0]).status is S.ERROR
+
+
+def audit_row(store: TaskStore, days_old: float) -> int:
+    record = store.run(admin_ops.record_audit, AuditRecord("op", "cancel", "task 1", None, "ok"))
+    assert record.id is not None
+    with Session(store.database.sync_engine) as session, session.begin():
+        at = utcnow() - timedelta(days=days_old)
+        session.execute(update(AuditEntry).where(AuditEntry.id == record.id).values(at=at))
+    return record.id
+
+
+def audit_ids(store: TaskStore) -> set[int]:
+    page = store.run(admin_ops.list_audit, AuditFilter(limit=1000))
+    return {r.id for r in page.records if r.id is not None}
+
+
+async def test_the_audit_log_is_kept_forever_unless_a_retention_is_set(store: TaskStore) -> None:
+    old = [audit_row(store, 400) for _ in range(3)]
+    recent = audit_row(store, 10)
+    report = await prune_finished(store, Retention(), pause=0)
+    assert report.audit == 0
+    assert audit_ids(store) == {*old, recent}
+    report = await prune_finished(store, Retention(audit_days=365), batch_size=2, pause=0)
+    assert report.audit == 3
+    assert report.as_info()["audit"] == 3
+    assert audit_ids(store) == {recent}
 
 
 async def test_the_prune_schedule_runs_as_a_task_in_a_worker_on_the_workers_database(

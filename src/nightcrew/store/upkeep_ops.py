@@ -76,6 +76,13 @@ def prune_pipelines_batch(tx: Tx, limit: int) -> Plan[int]:
     return max(0, int(result.rowcount))
 
 
+@one_statement
+def prune_audit_batch(tx: Tx, cutoff: datetime, limit: int) -> Plan[int]:
+    """Delete up to ``limit`` audit rows written before ``cutoff``; how many were deleted."""
+    result = yield ust.prune_audit_statement(tx.dialect), {"cutoff": cutoff, "limit": limit}
+    return max(0, int(result.rowcount))
+
+
 @reads
 def count_prunable(tx: Tx, status: MaintenanceTaskStatus, cutoff: datetime) -> Plan[int]:
     """How many tasks of ``status`` a prune with ``cutoff`` would delete (at most)."""

@@ -1,6 +1,7 @@
-"""The SQL of nightcrew's own upkeep: pruning finished tasks, cancelling stale PENDING ones.
+"""The SQL of nightcrew's own upkeep: pruning finished tasks and old audit rows,
+cancelling stale PENDING ones.
 
-Both work in bounded batches, each one statement: the rows are picked through
+All work in bounded batches, each one statement: the tasks are picked through
 ``ix_maintenance_tasks_status_updated`` (status, then age), at most ``:limit`` of them, and
 on PostgreSQL locked ``SKIP LOCKED`` so a batch never waits for a row another transaction
 holds. A batch touches only the rows it picked, so it holds locks for milliseconds, and a
@@ -20,6 +21,7 @@ from nightcrew.values import Dialect
 TASKS = cast(Table, MaintenanceTask.__table__).name
 DEPENDENCIES = "nightcrew_task_dependencies"
 PIPELINES = "nightcrew_pipelines"
+AUDIT = "nightcrew_audit_log"
 #: A pipeline in one of these statuses is over; once its last step is pruned, so is it.
 _PIPELINE_FINAL = "'COMPLETED', 'PARTIAL_SUCCESS', 'ERROR', 'CANCELLED'"
 BY_AGE = "ix_maintenance_tasks_status_updated"
@@ -80,6 +82,18 @@ def prune_pipelines_statement(dialect: Dialect) -> TextClause:
     )
     sql = f"DELETE FROM {PIPELINES} WHERE {_ids_in(dialect, pick)}"
     return text(sql).bindparams(bindparam("limit", type_=Integer))
+
+
+@functools.cache
+def prune_audit_statement(dialect: Dialect) -> TextClause:
+    """Delete up to ``:limit`` audit rows written before ``:cutoff``, oldest first
+    (through ``ix_nightcrew_audit_log_at``)."""
+    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    pick = f"SELECT id FROM {AUDIT} WHERE at < :cutoff ORDER BY at LIMIT :limit{lock}"
+    sql = f"DELETE FROM {AUDIT} WHERE {_ids_in(dialect, pick)}"
+    return text(sql).bindparams(
+        bindparam("cutoff", type_=UTCDateTime), bindparam("limit", type_=Integer)
+    )
 
 
 @functools.cache

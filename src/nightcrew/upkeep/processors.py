@@ -47,6 +47,7 @@ class PruneFinishedTasks(MaintenanceTaskProcessor):
     completed_days: float = Field(default=30.0, ge=0)
     error_days: float = Field(default=90.0, ge=0)
     cancelled_days: float = Field(default=90.0, ge=0)
+    audit_days: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     pause_seconds: float = Field(default=0.05, ge=0, le=60)
     database_url: str | None = None
@@ -54,7 +55,9 @@ class PruneFinishedTasks(MaintenanceTaskProcessor):
     timeout: ClassVar[float | None] = None
 
     async def __call__(self, task: MaintenanceTask) -> dict[str, Any]:
-        retention = Retention(self.completed_days, self.error_days, self.cancelled_days)
+        retention = Retention(
+            self.completed_days, self.error_days, self.cancelled_days, self.audit_days
+        )
         async with upkeep_app(self.database_url) as app:
             report = await prune_finished(
                 app.store, retention, batch_size=self.batch_size, pause=self.pause_seconds

@@ -1,4 +1,5 @@
-"""Pruning finished tasks and cancelling stale PENDING ones, in bounded batches.
+"""Pruning finished tasks (and, when asked, old audit rows) and cancelling stale PENDING
+ones, in bounded batches.
 
 The functions take a `TaskStore` (so a benchmark, a test or a host application can run
 them on its own store) and loop over the store's one-batch operations with a pause between
@@ -23,11 +24,13 @@ S = MaintenanceTaskStatus
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """Days a finished task is kept after its last change, per status (0: forever)."""
+    """Days a finished task is kept after its last change, per status, and days an audit
+    row is kept (0: forever; the audit log is kept forever unless told otherwise)."""
 
     completed_days: float = 30.0
     error_days: float = 90.0
     cancelled_days: float = 90.0
+    audit_days: float = 0.0
 
     def by_status(self) -> dict[MaintenanceTaskStatus, float]:
         return {
@@ -46,6 +49,8 @@ class PruneReport:
     seconds: float = 0.0
     #: Finished pipelines deleted because their last step was (not counted in `total`).
     pipelines: int = 0
+    #: Audit rows deleted (not counted in `total` either).
+    audit: int = 0
 
     @property
     def total(self) -> int:
@@ -58,6 +63,7 @@ class PruneReport:
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
             "pipelines": self.pipelines,
+            "audit": self.audit,
         }
 
 
@@ -142,7 +148,19 @@ async def prune_finished(
         if n < batch_size:
             break
         await _rest(pause, took)
-    return PruneReport(deleted, batches, time.monotonic() - started, pipelines)
+    audit = 0
+    if retention.audit_days > 0:  # and the audit rows past their days
+        cutoff = clock - timedelta(days=retention.audit_days)
+        while True:
+            began = time.monotonic()
+            n = await store.arun(upkeep_ops.prune_audit_batch, cutoff, batch_size)
+            took = time.monotonic() - began
+            batches += 1
+            audit += n
+            if n < batch_size:
+                break
+            await _rest(pause, took)
+    return PruneReport(deleted, batches, time.monotonic() - started, pipelines, audit)
 
 
 async def cancel_stale_pending(

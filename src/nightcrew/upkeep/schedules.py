@@ -28,6 +28,7 @@ def upkeep_schedules(settings: Settings) -> list[Schedule]:
         settings.prune_completed_days,
         settings.prune_error_days,
         settings.prune_cancelled_days,
+        settings.prune_audit_days,
     )
     if not _off(settings.upkeep_prune_cron) and any(days > 0 for days in retention):
         schedules.append(
@@ -39,6 +40,7 @@ def upkeep_schedules(settings: Settings) -> list[Schedule]:
                     completed_days=settings.prune_completed_days,
                     error_days=settings.prune_error_days,
                     cancelled_days=settings.prune_cancelled_days,
+                    audit_days=settings.prune_audit_days,
                     batch_size=settings.prune_batch_size,
                     pause_seconds=settings.prune_pause_seconds,
                 ),
