@@ -110,7 +110,7 @@ def test_add_takes_every_at_and_the_task_options(backend: Backend) -> None:
             "10",
         )
     )
-    at = (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    at = (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     once = ok(run_cli(backend, "schedules", "add", "once", "tests.processors.Echo", "--at", at))
     assert "once at " in once
     data = json.loads(ok(run_cli(backend, "schedules", "show", "often", "--json")))
@@ -139,6 +139,7 @@ def test_add_takes_every_at_and_the_task_options(backend: Backend) -> None:
         (("--every", "1h", "--timezone", "UTC"), "timezone applies to a cron trigger only"),
         (("--at", "2001-01-01T00:00Z"), "is in the past"),
         (("--at", "tomorrow"), "invalid date"),
+        (("--at", "2030-01-31T08:00:00"), "has no timezone"),
         (("--every", "1h", "--json", '{"value": "x"}'), "invalid configuration"),
         (("--every", "1h", "--misfire-grace", "-5"), "negative"),
     ],

@@ -28,7 +28,7 @@ from nightcrew.cli.common import (
     state,
     warn,
 )
-from nightcrew.cli.tasks import STATUS_STYLES, print_json, read_config
+from nightcrew.cli.tasks import STATUS_STYLES, print_json, read_config, require_zone
 from nightcrew.errors import ConfigurationError
 from nightcrew.schedules.values import ScheduleView, SyncReport
 
@@ -323,7 +323,7 @@ def add_schedule(
         typer.Option(
             "--at",
             metavar="DATETIME",
-            help="Once, at this ISO 8601 time (naive means UTC).",
+            help="Once, at this ISO 8601 time; needs Z or an offset.",
             show_default=False,
         ),
     ] = None,
@@ -372,6 +372,8 @@ def add_schedule(
     """Add a schedule at run time: PROCESSOR_PATH configured by --json, on one trigger."""
     settings = state(ctx).settings()
     config = read_config(config_json)
+    if at is not None:
+        require_zone(at)
     with open_app(settings) as app:
         view = actions.add_schedule(
             app,

@@ -50,11 +50,24 @@ def parse_aware_datetime(value: str) -> datetime:
         raise typer.BadParameter(
             f"{value!r} is not an ISO 8601 date-time (e.g. 2030-01-31T08:00:00Z)"
         ) from None
+    require_zone(value, parsed)
+    return parsed
+
+
+def require_zone(value: str, parsed: datetime | None = None) -> None:
+    """Refuse a date-time written without a zone (one that does not parse is left to its
+    reader's own message). On a command line a naive time would mean UTC to the server and
+    local time to the person typing it, so every CLI option taking one wants Z or an offset
+    (the Python and HTTP APIs read naive as UTC, as the origin did)."""
+    if parsed is None:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return
     if parsed.tzinfo is None:
         raise typer.BadParameter(
             f"{value!r} has no timezone; end it with Z (UTC) or an offset such as +02:00"
         )
-    return parsed
 
 
 def _reject_constant(name: str) -> Any:
