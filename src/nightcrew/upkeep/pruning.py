@@ -13,6 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from nightcrew.errors import NightcrewError
 from nightcrew.execution import current_task_id, report_progress
@@ -94,6 +95,23 @@ def _in_task() -> bool:
     return True
 
 
+async def _all_batches(
+    store: TaskStore, pause: float, batch_size: int, op: Any, *args: Any
+) -> tuple[int, int]:
+    """Run the one-batch delete ``op`` until a batch deletes fewer than ``batch_size``
+    rows, resting between batches; how many rows, in how many batches."""
+    deleted = batches = 0
+    while True:
+        began = time.monotonic()
+        n = await store.arun(op, *args)
+        took = time.monotonic() - began
+        batches += 1
+        deleted += n
+        if n < batch_size:
+            return deleted, batches
+        await _rest(pause, took)
+
+
 async def prune_finished(
     store: TaskStore,
     retention: Retention,
@@ -138,28 +156,18 @@ async def prune_finished(
                 break
             await _rest(pause, took)
         deleted[status.value] = count
-    pipelines = 0
-    while True:  # then the pipelines whose steps are all gone now
-        began = time.monotonic()
-        n = await store.arun(upkeep_ops.prune_pipelines_batch, batch_size)
-        took = time.monotonic() - began
-        batches += 1
-        pipelines += n
-        if n < batch_size:
-            break
-        await _rest(pause, took)
+    # Then the pipelines whose steps are all gone now, and the audit rows past their days.
+    pipelines, more = await _all_batches(
+        store, pause, batch_size, upkeep_ops.prune_pipelines_batch, batch_size
+    )
+    batches += more
     audit = 0
-    if retention.audit_days > 0:  # and the audit rows past their days
+    if retention.audit_days > 0:
         cutoff = clock - timedelta(days=retention.audit_days)
-        while True:
-            began = time.monotonic()
-            n = await store.arun(upkeep_ops.prune_audit_batch, cutoff, batch_size)
-            took = time.monotonic() - began
-            batches += 1
-            audit += n
-            if n < batch_size:
-                break
-            await _rest(pause, took)
+        audit, more = await _all_batches(
+            store, pause, batch_size, upkeep_ops.prune_audit_batch, cutoff, batch_size
+        )
+        batches += more
     return PruneReport(deleted, batches, time.monotonic() - started, pipelines, audit)
 
 
