@@ -82,6 +82,8 @@ _PG_LISTENED = (
 #: A journal reader refreshes its row this often; older than `READER_STALE` is gone.
 READER_BEAT = 1.0
 READER_STALE = 5.0
+#: A receiver gathers the notifications that arrive this long after the first (seconds).
+RECEIVE_BATCH_SECONDS = 0.005
 
 
 class EventTransport:
@@ -250,27 +252,41 @@ class PostgresChannel(EventTransport):
     async def areceive(
         self, deliver: Callable[[list[str]], None], ready: Callable[[], None]
     ) -> None:
-        """One ``LISTEN`` connection on the hub's loop; notifications are read in batches
-        (whatever arrived within 5 ms of the first). On the loop rather than in a thread:
-        a thread woken per batch takes the interpreter from the loop that serves the
-        streams about a millisecond each time."""
+        """One ``LISTEN`` connection on the hub's loop, until cancelled or lost (raises).
+
+        Its notifications are read straight from libpq (`_Notices`) whenever its socket is
+        readable, and handed over in batches (whatever arrived within `RECEIVE_BATCH_SECONDS`
+        of the first). On the loop rather than in a thread: a thread woken per batch takes
+        the interpreter from the loop that serves the streams about a millisecond each
+        time. Not through psycopg's ``notifies()``: it waits for each packet anew (a
+        selector registration and a generator a wait), 23 % of a listener's CPU over a
+        drain's 160 payloads (py-spy, `bench/observe.py`)."""
         import psycopg
 
+        loop = asyncio.get_running_loop()
         with driver_errors():
             conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name=RECEIVER_NAME,
             )
+        notices = _Notices(conn.pgconn, conn.info.encoding, deliver, loop)
+        # Any notification psycopg itself reads while LISTEN runs reaches the handler.
+        conn.add_notify_handler(notices.early)
+        fd = conn.pgconn.socket
         try:
             with driver_errors():
-                await conn.execute(f"SET application_name = '{RECEIVER_NAME}'")
                 await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+            loop.add_reader(fd, notices.readable)
+            try:
                 ready()
-                while True:
-                    batch = [n.payload async for n in conn.notifies(timeout=1.0, stop_after=1)]
-                    if not batch:
-                        continue
-                    batch += [n.payload async for n in conn.notifies(timeout=0.005)]
-                    deliver(batch)
+                notices.readable()  # what libpq already holds
+                with driver_errors():
+                    await notices.lost
+            finally:
+                loop.remove_reader(fd)
+                notices.stop()
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -294,6 +310,78 @@ class PostgresChannel(EventTransport):
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+class _Notices:
+    """A ``LISTEN`` connection's notifications, read from libpq when its socket is
+    readable (``consume_input``, then ``notifies`` until none is left), gathered for
+    `RECEIVE_BATCH_SECONDS` from the first and delivered together on the loop.
+
+    ``lost`` ends with the error when the connection fails (libpq cannot read: the server
+    went away) or ``deliver`` raises; what was gathered before is delivered first."""
+
+    def __init__(
+        self,
+        pgconn: Any,
+        encoding: str,
+        deliver: Callable[[list[str]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._pgconn = pgconn
+        self._encoding = encoding
+        self._deliver = deliver
+        self._loop = loop
+        self._batch: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    def early(self, notify: Any) -> None:
+        """psycopg's handler, for a notification it read itself (during ``LISTEN``)."""
+        self._add([notify.payload])
+
+    def readable(self) -> None:
+        if self.lost.done():
+            return
+        pgconn = self._pgconn
+        try:
+            pgconn.consume_input()
+        except Exception as exc:  # psycopg's OperationalError: the connection is gone
+            self._flush()
+            self._fail(exc)
+            return
+        found: list[str] = []
+        while (notify := pgconn.notifies()) is not None:
+            found.append(notify.extra.decode(self._encoding))
+        self._add(found)
+
+    def _add(self, payloads: list[str]) -> None:
+        if not payloads:
+            return
+        self._batch += payloads
+        if self._timer is None:
+            self._timer = self._loop.call_later(RECEIVE_BATCH_SECONDS, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        batch, self._batch = self._batch, []
+        if batch and not self.lost.done():
+            try:
+                self._deliver(batch)
+            except Exception as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.lost.done():
+            self.lost.set_exception(exc)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.lost.done():
+            self.lost.cancel()
+        elif not self.lost.cancelled():
+            self.lost.exception()  # retrieved: the caller raised it already
 
 
 def journal_path(database: Database) -> Path | None:
