@@ -34,6 +34,8 @@ def batches(draw: st.DrawFn) -> EventBatch:
     """A batch as the store makes them: one kind, a few queues, processors, pipelines."""
     ids = draw(st.lists(st.integers(1, 10**12), unique=True, min_size=1, max_size=700))
     n = len(ids)
+    if draw(st.booleans()):  # tasks enqueued together: a run of ids
+        ids = list(range(ids[0], ids[0] + n))
 
     def column(values: st.SearchStrategy[Any]) -> list[Any]:
         return draw(st.lists(values, min_size=n, max_size=n))
@@ -181,3 +183,41 @@ def test_a_drain_batch_of_500_comes_back_whole_in_payloads_that_fit() -> None:
     assert [r[1] for r in rows] == list(range(1, 501))
     assert {r[9] for r in rows} == {0.000123}
     assert all(len(p) <= 7000 for p in payloads)
+
+
+def test_a_run_of_ids_goes_as_its_first_and_count() -> None:
+    first = 2**40  # beyond 32 bits, as a run may be
+    claim = EventBatch(
+        EventKind.STARTED,
+        AT,
+        S.WORKING,
+        list(range(first, first + 500)),
+        ["default"] * 500,
+        ["p.X"] * 500,
+        [1] * 500,
+        waited=[0.5] * 500,
+    )
+    payloads = encode(claim, SCOPE, "host:1:abc")
+    groups = [g for p in payloads for g in json.loads(p)["g"]]
+    assert [g[8] for g in groups] == [f"r{first}:500"]
+    rows = [row for p in payloads for row in decode(p, SCOPE).rows]  # type: ignore[union-attr]
+    assert [r[1] for r in rows] == list(claim.task_ids)
+
+
+def test_a_run_without_other_columns_is_cut_in_parts_of_at_most_max_run() -> None:
+    batch = uniform(25_000)
+    payloads = encode(batch, SCOPE, "host:1:abc")
+    groups = [g for p in payloads for g in json.loads(p)["g"]]
+    assert [g[8] for g in groups] == ["r1:10000", "r10001:10000", "r20001:5000"]
+    rows = [row for p in payloads for row in decode(p, SCOPE).rows]  # type: ignore[union-attr]
+    assert [r[1] for r in rows] == list(range(1, 25_001))
+
+
+@pytest.mark.parametrize("run", ["r1:0", "r1:-5", "r1:99999999", "r1", "rx:3"])
+def test_a_payload_with_a_run_out_of_bounds_is_refused(run: str) -> None:
+    text = json.dumps(
+        {"v": 4, "s": SCOPE, "o": "x:1:abc",
+         "g": [["completed", 1.5, "COMPLETED", "q", "p.X", None, None, None, run,
+                1, None, None, None, None, None]]}
+    )  # fmt: skip
+    assert decode(text, SCOPE) is None

@@ -31,9 +31,9 @@ MAX_PAYLOAD = 7000
 MAX_TEXT = 300
 #: Room for groups in a payload (the rest is the header and brackets).
 GROUP_BUDGET = MAX_PAYLOAD - 400
-VERSION = 3
-#: Versions `decode` reads (2: every column a JSON list).
-_READ = frozenset({2, 3})
+VERSION = 4
+#: Versions `decode` reads (2: every column a JSON list; 4: runs of ids, ``r<first>:<count>``).
+_READ = frozenset({2, 3, 4})
 
 FIELDS = (
     "kind",
@@ -339,6 +339,11 @@ def _pack(code: str, values: Sequence[Any]) -> str:
 
 def _unpack(text: str) -> list[Any]:
     code = text[:1]
+    if code == "r":  # a run of integers: ``r<first>:<count>``
+        first, count = map(int, text[1:].split(":"))
+        if not 0 < count <= MAX_RUN:
+            raise ValueError(f"not a run: {text[:20]!r}")
+        return list(range(first, first + count))
     if code not in _PACKED:
         raise ValueError(f"not a packed column: {text[:10]!r}")
     values = array(code)
@@ -354,11 +359,16 @@ def _unpack(text: str) -> list[Any]:
 #: Packed columns' type codes and bytes a value.
 _PACKED = {"i": 4, "q": 8, "d": 8}
 _INT32 = 2**31
+#: The most events a group whose ids are a run holds (a garbage count is refused).
+MAX_RUN = 10_000
 
 
 def _packed_groups(batch: EventBatch, shared: list[Any], members: list[int] | None) -> list[Group]:
     """A group of a batch with no texts (a claim's, a batch of completions'): its ids,
-    attempts, durations and waits packed (`_pack`), in parts that fit by construction."""
+    attempts, durations and waits packed (`_pack`), in parts that fit by construction. Ids
+    that are a run (tasks enqueued together, claimed and finished in order: every group of
+    a 20,000-task drain) are its first and its count, which made a drain's payloads a
+    third smaller."""
 
     def pick(column: Sequence[Any] | None) -> Any:
         if column is None or members is None:
@@ -367,16 +377,19 @@ def _packed_groups(batch: EventBatch, shared: list[Any], members: list[int] | No
 
     ids, attempts = pick(batch.task_ids), pick(batch.attempts)
     durations, waited = pick(batch.durations), pick(batch.waited)
+    first, n = ids[0], len(ids)
+    # A run of ids (a drain's claims and finishes of tasks enqueued together): two numbers.
+    ranged = ids[-1] - first == n - 1 and list(ids) == list(range(first, first + n))
     id_code = "i" if ids[-1] < _INT32 and max(ids) < _INT32 and min(ids) >= 0 else "q"
     one_attempt = attempts.count(attempts[0]) == len(attempts)
-    width = _PACKED[id_code] + (0 if one_attempt else 4)
+    width = (0 if ranged else _PACKED[id_code]) + (0 if one_attempt else 4)
     width += sum(8 for c in (durations, waited) if c is not None)
-    step = max(1, (GROUP_BUDGET - 400) * 3 // 4 // width)
+    step = max(1, (GROUP_BUDGET - 400) * 3 // 4 // width) if width else MAX_RUN
     out: list[Group] = []
-    for at in range(0, len(ids), step):
+    for at in range(0, n, step):
         part = slice(at, at + step)
         columns: list[Any] = [
-            _pack(id_code, ids[part]),
+            f"r{first + at}:{min(step, n - at)}" if ranged else _pack(id_code, ids[part]),
             attempts[0] if one_attempt else _pack("i", attempts[part]),
             None,
             None,
