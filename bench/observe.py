@@ -7,9 +7,12 @@
 **drain**: the tuned drain (20,000 no-op tasks, one worker process at concurrency 500)
 with metrics and live events on (``NIGHTCREW_METRICS`` and ``NIGHTCREW_PUBLISH_EVENTS``
 true, and a listener following every event in this process, so the NOTIFYs are really
-received; it reads them with ``LiveStream.batches()``, as the SSE route does) against
-both off, in rotating rounds in the same run: the overhead is 1 - median(on) /
-median(off), with a 90 % bootstrap interval (`interval`). Each drain has a fresh
+received; it takes them with ``LiveStream.batches()``, as the SSE route does, and counts
+each batch) against both off, in rotating rounds in the same run: the overhead is
+1 - median(on) / median(off), with a 90 % bootstrap interval (`interval`). Two more modes
+in the same rounds: **read**, the listener reading every event of each batch as a
+`LiveEvent` (which then are built: a batch builds its events when they are read), and
+**quiet**, nobody listening (so the publishers send nothing). Each drain has a fresh
 database, the tasks enqueued in bulk and ``VACUUM ANALYZE`` first; the rate is tasks /
 the worker's own ``run(until_idle=True)`` time.
 
@@ -161,7 +164,7 @@ def child_drain(mode: str, concurrency: int) -> None:
     from nightcrew.store.event_transport import PROBE_NAME, RECEIVER_NAME
 
     features = account_features()
-    on = mode in ("on", "quiet")
+    on = mode in ("on", "read", "quiet")
     s = settings(
         concurrency=concurrency,
         poll_interval=0.5,
@@ -202,9 +205,11 @@ def child_drain(mode: str, concurrency: int) -> None:
 
 
 class Listener:
-    """Follows every event of the database in a thread of its own (the "on" runs' reader)."""
+    """Follows every event of the database in a thread of its own (the "on" runs' reader:
+    it counts each batch; with ``read``, it reads every event of it as a `LiveEvent`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: bool = False) -> None:
+        self.read = read
         self.events = 0
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -234,7 +239,10 @@ class Listener:
 
                 async def follow() -> None:  # a batch at a time, as the SSE route reads
                     async for batch in events.batches():
-                        self.events += len(batch)
+                        if self.read:
+                            self.events += sum(1 for e in batch if e.task_id)
+                        else:
+                            self.events += len(batch)
 
                 # Not a timeout around each anext: a cancelled anext closes the stream.
                 following = asyncio.create_task(follow())
@@ -265,8 +273,8 @@ def drain_once(mode: str, n: int, concurrency: int) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         return result
 
-    if mode == "on":
-        with Listener() as listener:
+    if mode in ("on", "read"):
+        with Listener(read=mode == "read") as listener:
             time.sleep(1.5)  # as a hub does: publishers notice a new receiver within 1 s
             clock = time.pthread_getcpuclockid(listener.ident)
             c0 = time.clock_gettime_ns(clock)
@@ -308,12 +316,15 @@ def interval(rates: list[float], off: list[float], draws: int = 4000) -> tuple[f
 MODES = {
     "off": "metrics and events off",
     "on": "metrics and events on, a listener following every event",
+    "read": "the same, the listener reading each event as an object",
     "quiet": "metrics and events on, nobody listening",
 }
+#: Modes whose drains have a listener.
+LISTENED = ("on", "read")
 
 
 def part_drain(n: int, concurrency: int, pairs: int) -> dict[str, Any]:
-    """Rounds of (on, quiet, off) in rotating order; the rate is wall-clock tasks/s, the
+    """Rounds of every mode (`MODES`) in rotating order; the rate is wall-clock tasks/s, the
     CPU cost the worker process's CPU time per task (all its threads): on a shared machine
     the second is the steadier measure of what the features cost."""
     print(f"drain: {n} no-op tasks, concurrency {concurrency}, {pairs} rounds; load {load()}")
@@ -323,17 +334,17 @@ def part_drain(n: int, concurrency: int, pairs: int) -> dict[str, Any]:
     }
     order = list(MODES)
     for i in range(pairs):
-        for mode in order[i % 3 :] + order[: i % 3]:
+        for mode in order[i % len(order) :] + order[: i % len(order)]:
             r = drain_once(mode, n, concurrency)
             found[mode]["rate"].append(r["rate"])
             found[mode]["cpu"].append(r["cpu_us_per_task"])
             found[mode]["accounted"].append(r["accounted"])
             found[mode]["accounted_worker"].append(r["accounted_worker"])
             found[mode]["listener_ms"].append(r.get("listener_cpu_seconds", 0.0) * 1000)
-            if mode == "on":
+            if mode in LISTENED:
                 found[mode].setdefault("received", []).append(r["events_received"])
             extra = ""
-            if mode == "on":
+            if mode in LISTENED:
                 extra = (
                     f", {r['events_received']} events received"
                     f" (listener {r['listener_cpu_seconds'] * 1000:.0f} ms CPU)"
@@ -373,12 +384,14 @@ def part_drain(n: int, concurrency: int, pairs: int) -> dict[str, Any]:
                 f"+{out[mode]['accounted']:.1%} of the rest of the drain's CPU (worker, "
                 f"PostgreSQL, listener), +{out[mode]['accounted_worker']:.1%} in the worker"
             )
-    received = found["on"].get("received", [])
-    complete = sum(1 for r in received if r == 2 * n)
-    print(
-        f"  every event received (2 a task) in {complete} of {len(received)} drains with a listener"
-    )
-    out["on"]["events_complete"] = [complete, len(received)]
+    for mode in LISTENED:
+        received = found[mode].get("received", [])
+        complete = sum(1 for r in received if r == 2 * n)
+        print(
+            f"  every event received (2 a task) in {complete} of {len(received)} drains"
+            f" with a listener ({mode})"
+        )
+        out[mode]["events_complete"] = [complete, len(received)]
     print(f"  load {load()}")
     return out
 

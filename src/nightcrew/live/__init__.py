@@ -28,12 +28,12 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from nightcrew.events import EventBus, EventKind
-from nightcrew.live.hub import EventFilter, EventsMissed, Hub, Subscription
+from nightcrew.live.hub import EventFilter, EventsMissed, Hub, LiveBatch, Subscription
 from nightcrew.live.publisher import Publisher, new_origin
 from nightcrew.live.wire import LiveEvent
 from nightcrew.store.database import Database
@@ -161,14 +161,16 @@ class LiveStream:
                 raise
         return self._buffer.popleft()
 
-    async def batches(self) -> AsyncIterator[list[LiveEvent]]:
-        """The same events, a list at a time: whatever arrived together (a claim's starts,
-        a batch of finishes: hundreds of events on a busy worker) in one step.
+    async def batches(self) -> AsyncIterator[Sequence[LiveEvent]]:
+        """The same events, a sequence at a time: whatever arrived together (a claim's
+        starts, a batch of finishes: hundreds of events on a busy worker) in one step.
 
         For a consumer that takes everything, a sink or a forwarder, which then handles a
-        batch in one go (as the SSE route reads them). Events are handed out once,
-        whichever way they are read. Lists are never empty; the iteration ends when the
-        stream is closed."""
+        batch in one go (as the SSE route reads them). A batch of other processes' events
+        is a `LiveBatch`: its `LiveEvent` objects are built as they are read (one that is
+        only counted or passed on builds none). Events are handed out once, whichever way
+        they are read. Batches are never empty; the iteration ends when the stream is
+        closed."""
         if self._sub is None:
             await self.open()
         assert self._sub is not None
@@ -227,6 +229,7 @@ __all__ = [
     "EventFilter",
     "EventsMissed",
     "Hub",
+    "LiveBatch",
     "LiveEvent",
     "LiveEvents",
     "LiveStream",

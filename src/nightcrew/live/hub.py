@@ -6,6 +6,12 @@ payloads: LISTEN on PostgreSQL, the journal's tail on SQLite; payloads of this p
 own publisher are skipped, the bus already brought them) — numbers them, keeps the last
 `RING_SIZE` in a ring, and hands each to the subscriptions whose filter it matches.
 
+Another process's events stay as they arrived, a `Slab` a group (what its events share,
+and a column per field that varies), until a stream reads them: a server numbering a
+fleet's events for streams that follow a few tasks, or for nobody, builds no object per
+event. Filters on what a group shares (kind, queue, pipeline, schedule) are decided once a
+group, and a stream of one task takes its one event out of a group without the others.
+
 Ids increase by one per event, starting at the hub's start time in microseconds, so a
 ``Last-Event-ID`` from before a restart is older than anything in the new ring and is told
 apart from one within the window. A subscription that resumes after an id still in the ring
@@ -28,10 +34,10 @@ import operator
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from nightcrew.errors import NightcrewError
 from nightcrew.events import EventBus, EventKind, TaskEvent
@@ -84,6 +90,15 @@ class EventFilter:
             and (self.kinds is None or e.kind in self.kinds)
         )
 
+    def matches_group(self, group: Columns) -> bool:
+        """Whether the fields a group's events share match (the task id aside)."""
+        return (
+            (self.queue is None or group.queue == self.queue)
+            and (self.pipeline_id is None or group.pipeline_id == self.pipeline_id)
+            and (self.schedule is None or group.schedule == self.schedule)
+            and (self.kinds is None or group.kind in self.kinds)
+        )
+
     def key(self) -> tuple[str, Any]:
         """The index entry: the most selective field given."""
         if self.task_id is not None:
@@ -101,6 +116,133 @@ class EventFilter:
 _EVERYTHING = EventFilter()
 
 
+class Slab(Sequence[LiveEvent]):
+    """Consecutive events numbered from ``first``: a group of another process's payload
+    (`Columns`: its `LiveEvent`s are built when first read, once), or events this process
+    built itself (``columns`` None)."""
+
+    __slots__ = ("_events", "columns", "first", "stop")
+
+    def __init__(
+        self, first: int, columns: Columns | None = None, events: list[LiveEvent] | None = None
+    ) -> None:
+        self.first = first
+        self.columns = columns
+        self._events = events
+        if events is not None:
+            self.stop = first + len(events)
+        else:
+            assert columns is not None
+            self.stop = first + len(columns.task_ids)
+
+    @property
+    def last_id(self) -> int:
+        return self.stop - 1
+
+    def events(self) -> list[LiveEvent]:
+        if self._events is None:
+            assert self.columns is not None
+            self._events = self.columns.events(self.first)
+        return self._events
+
+    def event(self, index: int) -> LiveEvent:
+        """One event, without building the others (a stream of one task takes one)."""
+        if self._events is not None or self.columns is None:
+            return self.events()[index]
+        return self.columns.event(index, self.first + index)
+
+    def __len__(self) -> int:
+        return self.stop - self.first
+
+    @overload
+    def __getitem__(self, index: int) -> LiveEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[LiveEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> LiveEvent | list[LiveEvent]:
+        return self.events()[index]
+
+    def __iter__(self) -> Iterator[LiveEvent]:
+        return iter(self.events())
+
+
+def _last_id(chunk: Sequence[LiveEvent]) -> int:
+    return chunk.last_id if isinstance(chunk, Slab) else chunk[-1].id
+
+
+class LiveBatch(Sequence[LiveEvent]):
+    """Events handed out together, as the slabs and lists they arrived in: a sequence whose
+    events are built when read (a consumer that forwards or counts a batch builds none)."""
+
+    __slots__ = ("_chunks", "_flat", "_len")
+
+    def __init__(self, chunks: list[Sequence[LiveEvent]]) -> None:
+        self._chunks = chunks
+        self._len = sum(map(len, chunks))
+        self._flat: list[LiveEvent] | None = None
+
+    @property
+    def last_id(self) -> int | None:
+        """The id of the batch's last event (None: empty), read without building it."""
+        return _last_id(self._chunks[-1]) if self._chunks else None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _all(self) -> list[LiveEvent]:
+        if self._flat is None:
+            self._flat = list(itertools.chain.from_iterable(self._chunks))
+        return self._flat
+
+    @overload
+    def __getitem__(self, index: int) -> LiveEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[LiveEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> LiveEvent | list[LiveEvent]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[LiveEvent]:
+        if self._flat is not None:
+            return iter(self._flat)
+        return itertools.chain.from_iterable(self._chunks)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LiveBatch):
+            return self._all() == other._all()
+        if isinstance(other, list):
+            return self._all() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LiveBatch({self._len} events)"
+
+
+def _select(event_filter: EventFilter, slab: Slab, start: int = 0) -> Sequence[LiveEvent]:
+    """The events of ``slab`` from its ``start``-th that the filter matches: a group is
+    decided by what its events share, and a task found by its id (once in a group: a group
+    is part of one emission, which holds at most one event a task)."""
+    group = slab.columns
+    if group is None:
+        events = slab.events()[start:] if start else slab.events()
+        if event_filter == _EVERYTHING:
+            return events
+        return [e for e in events if event_filter.matches(e)]
+    if not event_filter.matches_group(group):
+        return ()
+    if event_filter.task_id is not None:
+        try:
+            index = group.task_ids.index(event_filter.task_id, start)
+        except ValueError:
+            return ()
+        return [slab.event(index)]
+    return slab.events()[start:] if start else slab
+
+
 class Subscription:
     """Events for one stream, in order; read with `get`."""
 
@@ -109,27 +251,34 @@ class Subscription:
         self.filter = event_filter
         #: The id of the last event handed out (resumes from there after an overflow).
         self.last_id: int | None = None
-        self._pending: deque[LiveEvent] = deque()
+        #: What arrived since the last `get`: slabs and lists of events, in order.
+        self._pending: deque[Sequence[LiveEvent]] = deque()
+        self._count = 0
         self._ready = asyncio.Event()
         self._overflowed = False
         self.closed = False
 
-    def push(self, event: LiveEvent) -> None:
-        self.push_all((event,))
-
-    def push_all(self, events: Sequence[LiveEvent]) -> None:
-        if self._overflowed or not events:
+    def push_all(self, chunks: Sequence[Sequence[LiveEvent]]) -> None:
+        """Hand over events, as slabs or lists (kept as they are until read)."""
+        if self._overflowed:
             return
-        if len(self._pending) + len(events) > MAX_PENDING:
+        count = sum(map(len, chunks))
+        if not count:
+            return
+        if self._count + count > MAX_PENDING:
             self._overflowed = True  # the ring has them: `get` refills from it
             self._pending.clear()
+            self._count = 0
         else:
-            self._pending.extend(events)
+            self._pending.extend(c for c in chunks if c)
+            self._count += count
         self._ready.set()
 
-    async def get(self, wait: float | None = None) -> list[LiveEvent]:
+    async def get(self, wait: float | None = None) -> Sequence[LiveEvent]:
         """The events that arrived since the last call, waiting up to ``wait`` seconds for
-        one ([] when none came; the stream goes on). `EventsMissed` if some were lost."""
+        one (empty when none came; the stream goes on). `EventsMissed` if some were lost.
+
+        A `LiveBatch` (events built as they are read) or, after falling behind, a list."""
         if not self._pending and not self._overflowed and not self.closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -140,13 +289,15 @@ class Subscription:
             refill = self.hub.replay(self.last_id, self.filter)
             if refill is None:
                 raise EventsMissed("the stream fell behind the events the server keeps")
-            events = refill
-        else:
-            events = list(self._pending)
-            self._pending.clear()
-        if events:
-            self.last_id = events[-1].id
-        return events
+            if refill:
+                self.last_id = refill[-1].id
+            return refill
+        batch = LiveBatch(list(self._pending))
+        self._pending.clear()
+        self._count = 0
+        if batch.last_id is not None:
+            self.last_id = batch.last_id
+        return batch
 
     def close(self) -> None:
         if not self.closed:
@@ -173,7 +324,10 @@ class Hub:
         self._loop_thread = threading.get_ident()
         self._first_id = time.time_ns() // 1000
         self._next_id = self._first_id
-        self.ring: deque[LiveEvent] = deque(maxlen=ring_size)
+        self._ring: deque[Slab] = deque()
+        self._ring_size = ring_size
+        #: Events in the ring's slabs (the first may hold some older than the window).
+        self._kept = 0
         self._index: dict[tuple[str, Any], list[Subscription]] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -226,7 +380,7 @@ class Hub:
         if replay:
             sub.last_id = replay[-1].id
         else:  # before the first event: one that overflows refills from the ring's start
-            sub.last_id = self.ring[-1].id if self.ring else self._first_id - 1
+            sub.last_id = self._next_id - 1
         return sub, replay
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -237,24 +391,45 @@ class Hub:
             if not subs:
                 del self._index[key]
 
+    @property
+    def last_id(self) -> int | None:
+        """The id of the newest event kept (None: none yet)."""
+        return self._next_id - 1 if self._ring else None
+
+    def _first_kept(self) -> int:
+        return max(self._ring[0].first, self._next_id - self._ring_size)
+
+    def kept(self, event_filter: EventFilter) -> list[LiveEvent]:
+        """Every kept event the filter matches, oldest first."""
+        if not self._ring:
+            return []
+        return self.replay(self._first_kept() - 1, event_filter) or []
+
     def replay(self, after: int | None, event_filter: EventFilter) -> list[LiveEvent] | None:
         """Kept events after ``after`` matching the filter; None if some may be gone.
 
         An id this hub cannot place (it has kept nothing yet, as after a restart, or the id
         is past its newest: another process's numbering) may hide missed events: None.
         """
-        ring = self.ring
+        ring = self._ring
         if after is None:
             return []
         if not ring:
             return None
-        first, last = ring[0].id, ring[-1].id
+        first, last = self._first_kept(), self._next_id - 1
         if after == last:
             return []
         if after > last or after < first - 1:
             return None
-        start = after + 1 - first  # ids in the ring are consecutive
-        return [e for e in itertools.islice(ring, start, None) if event_filter.matches(e)]
+        start = after + 1  # ids in the ring are consecutive
+        out: list[LiveEvent] = []
+        for slab in reversed(ring):  # a resume is mostly of the last few
+            if slab.stop <= start:
+                break
+            found = _select(event_filter, slab, max(0, start - slab.first))
+            if found:
+                out[:0] = found
+        return out
 
     @property
     def subscribers(self) -> int:
@@ -273,7 +448,6 @@ class Hub:
     def _ingest(self, rows: Sequence[list[Any]]) -> None:
         """This process's own events (rows of `TaskEvent`s), numbered and kept."""
         ids = range(self._next_id, self._next_id + len(rows))
-        self._next_id = ids.stop
         # Rows of one emission share their time.
         stamp, at = None, None
         events: list[LiveEvent] = []
@@ -281,48 +455,87 @@ class Hub:
             if row[2] != stamp:
                 stamp, at = row[2], datetime.fromtimestamp(row[2], UTC)
             events.append(from_row(event_id, row, at))
-        self._keep(events)
+        if events:
+            self._keep([Slab(ids.start, events=events)])
 
     def _ingest_groups(self, groups: Sequence[Columns]) -> None:
-        """Other processes' events, as decoded, numbered and kept (built a group at a
-        time, with no row per event on the way)."""
-        events: list[LiveEvent] = []
+        """Other processes' events, as decoded: numbered and kept a group at a time, no
+        object made per event (`Slab`)."""
+        slabs: list[Slab] = []
         for group in groups:
-            events += group.events(self._next_id)
-            self._next_id += len(group.task_ids)
-        self._keep(events)
+            if group.task_ids:
+                slab = Slab(self._next_id, group)
+                slabs.append(slab)
+                self._next_id = slab.stop
+        if slabs:
+            self._keep(slabs)
 
-    def _keep(self, events: list[LiveEvent]) -> None:
-        self.ring.extend(events)
+    def _keep(self, slabs: list[Slab]) -> None:
+        ring = self._ring
+        ring.extend(slabs)
+        self._next_id = slabs[-1].stop
+        self._kept += sum(map(len, slabs))
+        while len(ring) > 1 and self._kept - len(ring[0]) >= self._ring_size:
+            self._kept -= len(ring.popleft())
         if self._index:
-            self._route(events)
+            self._route(slabs)
 
-    def _route(self, events: list[LiveEvent]) -> None:
-        """Hand ``events`` to the subscriptions they match, in order, a batch to each: a
-        stream of everything (the dashboard's, a script's) takes them all at once; the
-        others are found through the index, by the fields of its keys in use."""
+    def _route(self, slabs: list[Slab]) -> None:
+        """Hand the slabs' events to the subscriptions they match, in order, a batch to
+        each: a stream of everything (the dashboard's, a script's) takes the slabs whole;
+        the others are found through the index, by what a group shares (its queue,
+        pipeline, schedule) or by the task ids it holds, and get just what they match."""
         index = self._index
-        names = {name for name, _ in index}
-        everything = index.get(("all", None), ())
-        for sub in everything:
+        for sub in index.get(("all", None), ()):
             if sub.filter == _EVERYTHING:
-                sub.push_all(events)
+                sub.push_all(slabs)
             else:
-                sub.push_all([e for e in events if sub.filter.matches(e)])
+                sub.push_all([_select(sub.filter, slab) for slab in slabs])
+        names = {name for name, _ in index} - {"all"}
+        if not names:
+            return
+        tasks = {key for name, key in index if name == "task"}
+        found: dict[Subscription, list[Sequence[LiveEvent]]] = {}
+        for slab in slabs:
+            group = slab.columns
+            if group is None:  # this process's own: event by event
+                self._route_each(slab.events(), names, found)
+                continue
+            for name, value in (
+                ("pipeline", group.pipeline_id),
+                ("schedule", group.schedule),
+                ("queue", group.queue),
+            ):
+                if name in names:
+                    for sub in index.get((name, value), ()):
+                        if sub.filter.matches_group(group):
+                            found.setdefault(sub, []).append(slab)
+            if tasks:
+                for task_id in tasks.intersection(group.task_ids):
+                    subs = [s for s in index[("task", task_id)] if s.filter.matches_group(group)]
+                    if subs:
+                        one = [slab.event(group.task_ids.index(task_id))]
+                        for sub in subs:
+                            found.setdefault(sub, []).append(one)
+        for sub, chunks in found.items():
+            sub.push_all(chunks)
+
+    def _route_each(
+        self,
+        events: list[LiveEvent],
+        names: set[str],
+        found: dict[Subscription, list[Sequence[LiveEvent]]],
+    ) -> None:
+        index = self._index
         fields = [(name, _FIELD_OF[name]) for name in ("task", "pipeline", "schedule", "queue")]
         fields = [(name, get) for name, get in fields if name in names]
-        if not fields:
-            return
-        found: dict[Subscription, list[LiveEvent]] = {}
         for event in events:
             for name, get in fields:
                 subs = index.get((name, get(event)))
                 if subs:
                     for sub in subs:
                         if sub.filter.matches(event):
-                            found.setdefault(sub, []).append(event)
-        for sub, matched in found.items():
-            sub.push_all(matched)
+                            found.setdefault(sub, []).append([event])
 
     def _receive(self) -> None:
         """The receiving thread: payloads of other processes, decoded here, numbered on

@@ -514,6 +514,28 @@ class Columns:
             )
         )
 
+    def event(self, index: int, event_id: int) -> LiveEvent:
+        """The group's ``index``-th event alone, numbered ``event_id`` (a stream that
+        follows one task takes one event of a group: the others are not built)."""
+        return LiveEvent(
+            event_id,
+            self.kind,
+            self.task_ids[index],
+            datetime.fromtimestamp(self.at, UTC),
+            self.status,
+            self.queue,
+            self.processor,
+            self.attempts[index],
+            self.progress[index],
+            self.messages[index],
+            self.durations[index],
+            self.pipeline_id,
+            self.schedule,
+            self.actor,
+            self.details[index],
+            self.waits[index],
+        )
+
     def rows(self) -> list[list[Any]]:
         """The group as rows of `FIELDS` values (the kind as its text)."""
         kind, at, status, queue, processor = (

@@ -149,17 +149,12 @@ async def events(
             media_type=EVENT_STREAM,
             headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"},
         )
-    kept = hub.replay(resume, event_filter) if resume is not None else list(hub.ring)
+    kept = hub.replay(resume, event_filter) if resume is not None else hub.kept(event_filter)
     if kept is None:
-        return EventPage(events=[], last_id=hub.ring[-1].id if hub.ring else resume, gap=True)
-    if resume is None:
-        kept = [e for e in kept if event_filter.matches(e)]
+        newest = hub.last_id
+        return EventPage(events=[], last_id=newest if newest is not None else resume, gap=True)
     page = kept[:limit]
-    last = page[-1].id if page else (resume if resume is not None else _last(hub.ring))
+    last = page[-1].id if page else (resume if resume is not None else hub.last_id)
     return EventPage(
         events=[EventOut.model_validate(e.as_dict()) for e in page], last_id=last, gap=False
     )
-
-
-def _last(ring: Any) -> int | None:
-    return ring[-1].id if ring else None
