@@ -422,14 +422,14 @@ class Hub:
         if after > last or after < first - 1:
             return None
         start = after + 1  # ids in the ring are consecutive
-        out: list[LiveEvent] = []
-        for slab in reversed(ring):  # a resume is mostly of the last few
+        parts: list[Sequence[LiveEvent]] = []
+        for slab in reversed(ring):  # a resume is mostly of the last few slabs
             if slab.stop <= start:
                 break
             found = _select(event_filter, slab, max(0, start - slab.first))
             if found:
-                out[:0] = found
-        return out
+                parts.append(found)
+        return list(itertools.chain.from_iterable(reversed(parts)))
 
     @property
     def subscribers(self) -> int:
