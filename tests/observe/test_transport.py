@@ -4,7 +4,9 @@ NOTIFY on PostgreSQL (a batch sent as one text, cut on the server), the journal 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator, Callable
 
 import psycopg
 import pytest
@@ -14,7 +16,7 @@ from nightcrew.errors import NightcrewError
 from nightcrew.events import EventKind, TaskEvent
 from nightcrew.live.wire import decode, encode
 from nightcrew.models import MaintenanceTaskStatus, utcnow
-from nightcrew.store.event_transport import RECEIVER_NAME, for_database
+from nightcrew.store.event_transport import RECEIVER_NAME, EventTransport, for_database
 from nightcrew.store.postgres import conninfo
 from tests.conftest import Backend
 from tests.observe.conftest import observe_settings, until
@@ -75,42 +77,49 @@ async def test_payloads_arrive_whole_and_in_order(backend: Backend) -> None:
     assert messages[:2] == [f"{AWKWARD} 1", f"{AWKWARD} 2"]
 
 
-async def test_a_loops_receiver_gets_payloads_whole_and_in_order(backend: Backend) -> None:
+@contextlib.asynccontextmanager
+async def loop_receiver(
+    backend: Backend, deliver: Callable[[list[str]], None]
+) -> AsyncIterator[tuple[Nightcrew, EventTransport, asyncio.Task[None]]]:
+    """A PostgreSQL transport's loop receiver, listening, for the test's body."""
     if not backend.is_postgres:
         pytest.skip("SQLite's journal is tailed by a thread")
     async with Nightcrew(observe_settings(backend)) as app:
         transport = for_database(app.database)
-        scope = transport.scope()
-        received: list[str] = []
-        batches: list[int] = []
         listening = asyncio.Event()
-
-        def deliver(payloads: list[str]) -> None:
-            batches.append(len(payloads))
-            received.extend(p for p in payloads if decode(p, scope) is not None)
-
         receiving = asyncio.create_task(transport.areceive(deliver, listening.set))
         try:
             await asyncio.wait_for(listening.wait(), 30)
-            sent = encode(events(400), scope, "elsewhere:1:abc")
-            await transport.asend(sent)
-            await until(lambda: len(received) >= len(sent), "every payload received")
+            yield app, transport, receiving
         finally:
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
             await transport.aclose()
-    assert received == sent
+
+
+async def test_a_loops_receiver_gets_payloads_whole_and_in_order(backend: Backend) -> None:
+    received: list[str] = []
+    batches: list[int] = []
+
+    def deliver(payloads: list[str]) -> None:
+        batches.append(len(payloads))
+        received.extend(payloads)
+
+    async with loop_receiver(backend, deliver) as (_, transport, _receiving):
+        scope = transport.scope()
+        sent = encode(events(400), scope, "elsewhere:1:abc")
+        await transport.asend(sent)
+
+        def mine() -> list[str]:  # other tests' installs share the channel
+            return [p for p in received if decode(p, scope) is not None]
+
+        await until(lambda: len(mine()) >= len(sent), "every payload received")
+    assert mine() == sent
     assert len(sent) > 1 and max(batches) > 1  # one statement's notices: handed over together
 
 
 async def test_a_loops_receiver_raises_when_its_connection_is_lost(backend: Backend) -> None:
-    if not backend.is_postgres:
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
-    async with Nightcrew(observe_settings(backend)) as app:
-        transport = for_database(app.database)
-        listening = asyncio.Event()
-        receiving = asyncio.create_task(transport.areceive(lambda _: None, listening.set))
-        await asyncio.wait_for(listening.wait(), 30)
+    async with loop_receiver(backend, lambda _: None) as (app, _transport, receiving):
         with psycopg.connect(conninfo(app.database.url), autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -119,5 +128,4 @@ async def test_a_loops_receiver_raises_when_its_connection_is_lost(backend: Back
             )
         # The hub retries on an error; a receiver that hung instead would stop its events.
         with pytest.raises(NightcrewError):
-            await asyncio.wait_for(receiving, 30)
-        await transport.aclose()
+            await asyncio.wait_for(asyncio.shield(receiving), 30)

@@ -116,7 +116,25 @@ class EventFilter:
 _EVERYTHING = EventFilter()
 
 
-class Slab(Sequence[LiveEvent]):
+class _Built(Sequence[LiveEvent]):
+    """A sequence of events held in some other shape until indexed (`events` builds them)."""
+
+    __slots__ = ()
+
+    def events(self) -> list[LiveEvent]:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> LiveEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[LiveEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> LiveEvent | list[LiveEvent]:
+        return self.events()[index]
+
+
+class Slab(_Built):
     """Consecutive events numbered from ``first``: a group of another process's payload
     (`Columns`: its `LiveEvent`s are built when first read, once), or events this process
     built itself (``columns`` None)."""
@@ -154,15 +172,6 @@ class Slab(Sequence[LiveEvent]):
     def __len__(self) -> int:
         return self.stop - self.first
 
-    @overload
-    def __getitem__(self, index: int) -> LiveEvent: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[LiveEvent]: ...
-
-    def __getitem__(self, index: int | slice) -> LiveEvent | list[LiveEvent]:
-        return self.events()[index]
-
     def __iter__(self) -> Iterator[LiveEvent]:
         return iter(self.events())
 
@@ -171,7 +180,7 @@ def _last_id(chunk: Sequence[LiveEvent]) -> int:
     return chunk.last_id if isinstance(chunk, Slab) else chunk[-1].id
 
 
-class LiveBatch(Sequence[LiveEvent]):
+class LiveBatch(_Built):
     """Events handed out together, as the slabs and lists they arrived in: a sequence whose
     events are built when read (a consumer that forwards or counts a batch builds none)."""
 
@@ -190,19 +199,11 @@ class LiveBatch(Sequence[LiveEvent]):
     def __len__(self) -> int:
         return self._len
 
-    def _all(self) -> list[LiveEvent]:
+    def events(self) -> list[LiveEvent]:
+        """Every event of the batch (built once)."""
         if self._flat is None:
             self._flat = list(itertools.chain.from_iterable(self._chunks))
         return self._flat
-
-    @overload
-    def __getitem__(self, index: int) -> LiveEvent: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[LiveEvent]: ...
-
-    def __getitem__(self, index: int | slice) -> LiveEvent | list[LiveEvent]:
-        return self._all()[index]
 
     def __iter__(self) -> Iterator[LiveEvent]:
         if self._flat is not None:
@@ -211,9 +212,9 @@ class LiveBatch(Sequence[LiveEvent]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, LiveBatch):
-            return self._all() == other._all()
+            return self.events() == other.events()
         if isinstance(other, list):
-            return self._all() == other
+            return self.events() == other
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
